@@ -1,0 +1,1 @@
+"""enrich: typed, validated tables from raw text with small fine-tuned LLMs."""

@@ -1,0 +1,117 @@
+"""Job configuration: pydantic models that drive the CLI, the YAML job spec and the fingerprint.
+
+Every field carries a description; `enrich run --help` is generated from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EngineConfig(BaseModel):
+    """How each actor's vLLM engine is built."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_engines: int = Field(1, ge=1, description="Actors in the pool, one vLLM engine each.")
+    gpus_per_engine: float | None = Field(
+        None, ge=0, description="GPUs per actor; default: 1 if the cluster has GPUs, else 0 (CPU)."
+    )
+    cpus_per_engine: float = Field(1.0, gt=0, description="CPUs Ray reserves per engine actor.")
+    batch_size: int = Field(64, ge=1, description="Rows per batch handed to an engine actor.")
+    max_model_len: int = Field(2048, ge=64, description="Context length (prompt + output tokens).")
+    gpu_memory_utilization: float = Field(
+        0.2,
+        gt=0,
+        le=0.95,
+        description="Share of GPU memory for weights+KV cache; on CPU the share of RAM reserved "
+        "for the KV cache (0.1-0.3 works, 0.92 fails).",
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans.")
+    dtype: str = Field("auto", description="Weights dtype: auto, bfloat16, float16, float32.")
+    enforce_eager: bool = Field(True, description="Skip CUDA graph capture (faster start).")
+    seed: int = Field(0, description="Engine seed, for reproducible sampling.")
+
+
+class SamplingConfig(BaseModel):
+    """Decoding settings; part of the fingerprint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0, description="0 = greedy decoding.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(256, ge=1, description="Output token budget per row.")
+
+
+class JobConfig(BaseModel):
+    """One enrich run: what to read, which task and model, where to write."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(
+        ..., description="File, folder, glob or URL (s3://...) of Parquet/JSONL shards."
+    )
+    output: str = Field(..., description="Output prefix (local folder or s3://...).")
+    task: str = Field("address", description="Task name; see `enrich tasks`.")
+    model: str = Field(
+        ..., description="Model: hub id, local folder, or s3:// prefix copied once per node."
+    )
+    model_revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    format: Literal["auto", "parquet", "jsonl"] = Field(
+        "auto", description="Input format; auto decides from each file's extension."
+    )
+    text_column: str = Field("text", description="Input column holding the raw text.")
+    id_column: str | None = Field(
+        None, description="Input column holding a row id; default: derived from file and row index."
+    )
+    s3_endpoint: str | None = Field(
+        None, description="Endpoint URL for S3-compatible stores (credentials from the AWS env)."
+    )
+    read_chunk_rows: int = Field(
+        1024, ge=1, description="Rows per block read from a shard (bounds reader memory)."
+    )
+    row_group_rows: int = Field(
+        50_000, ge=1, description="Rows buffered per output row group (large groups, few files)."
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to use; default: RAY_ADDRESS (set by `ray job submit`), "
+        "else an embedded local Ray.",
+    )
+    overwrite: bool = Field(
+        False, description="Replace committed outputs (also those with another fingerprint)."
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="Decoding settings."
+    )
+
+    @model_validator(mode="after")
+    def _output_outside_input(self) -> JobConfig:
+        inp = self.input.split("*")[0].rstrip("/")
+        out = self.output.rstrip("/")
+        if out == inp or out.startswith(inp + "/") or inp.startswith(out + "/"):
+            raise ValueError(f"output {self.output!r} overlaps input {self.input!r}")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: object) -> JobConfig:
+        """Load a YAML job spec; `overrides` (e.g. from the CLI) win over the file."""
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a job spec must be a mapping, got {type(data).__name__}")
+        return cls.model_validate(_deep_merge(data, overrides))
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

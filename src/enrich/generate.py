@@ -1,0 +1,127 @@
+"""Generate: the engine actor. One vLLM engine per actor, loaded once in setup.
+
+Decoding is constrained by the task (JSON schema or a choice list) so outputs parse; a
+failure on one row never fails its batch: the batch is retried row by row and only the
+failing rows become `engine_error` rejects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from enrich import columns as C
+from enrich.config import JobConfig
+from enrich.model_store import local_model_path
+from enrich.tasks import Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+def engine_kwargs(cfg: JobConfig) -> dict[str, Any]:
+    """Arguments for `vllm.LLM`; the same on CPU and GPU (vLLM picks its platform)."""
+    e = cfg.engine
+    return {
+        "model": local_model_path(cfg.model, cfg.s3_endpoint),
+        "revision": cfg.model_revision,
+        "max_model_len": e.max_model_len,
+        "gpu_memory_utilization": e.gpu_memory_utilization,
+        "tensor_parallel_size": e.tensor_parallel_size,
+        "dtype": e.dtype,
+        "enforce_eager": e.enforce_eager,
+        "seed": e.seed,
+        # Compact JSON: without it random or weak models can emit whitespace forever.
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+    }
+
+
+def sampling_params(cfg: JobConfig, task: Task) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if task.choices:
+        constraint = StructuredOutputsParams(choice=list(task.choices))
+    else:
+        constraint = StructuredOutputsParams(json=task.json_schema())
+    s = cfg.sampling
+    return SamplingParams(
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_tokens,
+        seed=cfg.engine.seed,
+        structured_outputs=constraint,
+    )
+
+
+class EngineActor:
+    """Ray Data callable class: `__init__` is the setup (engine load), `__call__` a batch."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        from vllm import LLM
+
+        started = time.monotonic()
+        self.cfg = cfg
+        self.task = get_task(cfg.task)
+        self.llm = LLM(**engine_kwargs(cfg))
+        self.params = sampling_params(cfg, self.task)
+        log.info("engine ready in %.1fs", time.monotonic() - started)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        reasons = table.column(C.REASON).to_pylist()
+        messages = table.column(C.MESSAGE).to_pylist()
+        token_ids = table.column(C.PROMPT_TOKEN_IDS).to_pylist()
+        pending = [i for i, r in enumerate(reasons) if r is None]
+        texts: list[str | None] = [None] * table.num_rows
+        finish: list[str | None] = [None] * table.num_rows
+        n_tokens: list[int | None] = [None] * table.num_rows
+        attempts = [0] * table.num_rows
+
+        results = self._generate([token_ids[i] for i in pending])
+        for i, result in zip(pending, results):
+            attempts[i] = 1
+            if isinstance(result, Exception):
+                reasons[i], messages[i] = "engine_error", f"{type(result).__name__}: {result}"
+                continue
+            texts[i], finish[i], n_tokens[i] = result
+
+        table = C.replace(table, C.REASON, pa.array(reasons, pa.string()))
+        table = C.replace(table, C.MESSAGE, pa.array(messages, pa.string()))
+        table = table.append_column(C.RAW_OUTPUT, pa.array(texts, pa.string()))
+        table = table.append_column(C.FINISH_REASON, pa.array(finish, pa.string()))
+        table = table.append_column(C.OUTPUT_TOKENS, pa.array(n_tokens, pa.int32()))
+        return table.append_column(C.ATTEMPTS, pa.array(attempts, pa.int32()))
+
+    def _generate(self, prompts: list[list[int]]) -> list[tuple[str, str | None, int] | Exception]:
+        if not prompts:
+            return []
+        try:
+            return [_unpack(o) for o in self._run(prompts)]
+        except Exception as exc:  # noqa: BLE001 - isolate the bad row(s) below
+            if _engine_dead(exc):
+                raise  # the actor restarts and Ray re-runs the batch
+            log.warning("batch of %d failed (%s); retrying row by row", len(prompts), exc)
+        results: list[tuple[str, str | None, int] | Exception] = []
+        for prompt in prompts:
+            try:
+                results.append(_unpack(self._run([prompt])[0]))
+            except Exception as exc:  # noqa: BLE001
+                if _engine_dead(exc):
+                    raise
+                results.append(exc)
+        return results
+
+    def _run(self, prompts: list[list[int]]) -> list[Any]:
+        requests = [{"prompt_token_ids": ids} for ids in prompts]
+        return self.llm.generate(requests, self.params, use_tqdm=False)
+
+
+def _unpack(output: Any) -> tuple[str, str | None, int]:
+    completion = output.outputs[0]
+    return completion.text, completion.finish_reason, len(completion.token_ids)
+
+
+def _engine_dead(exc: Exception) -> bool:
+    return type(exc).__name__ in ("EngineDeadError", "EngineGenerateError")

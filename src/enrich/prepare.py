@@ -1,0 +1,77 @@
+"""Prepare: check each row's text, render the chat prompt and tokenize it, outside the engine.
+
+Rows that cannot be sent (no text, prompt over the token budget) are marked rejected here,
+so the engine never sees them and never fails on them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import pyarrow as pa
+
+from enrich import columns as C
+from enrich.config import JobConfig
+from enrich.model_store import local_model_path
+from enrich.tasks import Task, get_task
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(model: str, revision: str | None, s3_endpoint: str | None) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(local_model_path(model, s3_endpoint), revision=revision)
+
+
+def render_prompt(tokenizer: Any, task: Task, row: dict[str, Any]) -> str:
+    messages = [
+        {"role": "system", "content": task.system_prompt},
+        {"role": "user", "content": task.render_user(row)},
+    ]
+    # Qwen3: thinking off, the fine-tuned models answer with the JSON directly.
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+
+
+def prepare_batch(table: pa.Table, cfg: JobConfig) -> pa.Table:
+    """Add prompt token ids (null for rejected rows) and mark unsendable rows."""
+    task = get_task(cfg.task)
+    tokenizer = load_tokenizer(cfg.model, cfg.model_revision, cfg.s3_endpoint)
+    texts = table.column(C.TEXT).to_pylist()
+    reasons = table.column(C.REASON).to_pylist()
+    messages = table.column(C.MESSAGE).to_pylist()
+    input_names = [n for n in table.column_names if not n.startswith("_enrich_")]
+    inputs = table.select(input_names).to_pylist() if input_names else [{}] * table.num_rows
+
+    prompts: dict[int, str] = {}
+    for i, text in enumerate(texts):
+        if reasons[i] is not None:
+            continue
+        if text is None or not text.strip():
+            reasons[i], messages[i] = "empty_text", "text is null or blank"
+            continue
+        prompts[i] = render_prompt(tokenizer, task, {**inputs[i], "text": text})
+
+    token_ids: list[list[int] | None] = [None] * table.num_rows
+    counts: list[int | None] = [None] * table.num_rows
+    budget = cfg.engine.max_model_len - cfg.sampling.max_tokens
+    if prompts:
+        order = list(prompts)
+        encoded = tokenizer([prompts[i] for i in order], add_special_tokens=False).input_ids
+        for i, ids in zip(order, encoded):
+            counts[i] = len(ids)
+            if len(ids) > budget:
+                reasons[i] = "too_long"
+                messages[i] = (
+                    f"prompt has {len(ids)} tokens; budget is {budget} "
+                    f"(max_model_len {cfg.engine.max_model_len} - max_tokens {cfg.sampling.max_tokens})"
+                )
+            else:
+                token_ids[i] = ids
+
+    table = C.replace(table, C.REASON, pa.array(reasons, pa.string()))
+    table = C.replace(table, C.MESSAGE, pa.array(messages, pa.string()))
+    table = table.append_column(C.PROMPT_TOKEN_IDS, pa.array(token_ids, pa.list_(pa.int32())))
+    return table.append_column(C.PROMPT_TOKENS, pa.array(counts, pa.int32()))
