@@ -67,7 +67,16 @@ class EngineActor:
         self.task = get_task(cfg.task)
         self.llm = LLM(**engine_kwargs(cfg))
         self.params = sampling_params(cfg, self.task)
+        self._warm_up()
         log.info("engine ready in %.1fs", time.monotonic() - started)
+
+    def _warm_up(self) -> None:
+        """Compile the decoding constraint once now: a schema the backend rejects must fail
+        the job at start with its cause, not turn every row into an engine_error."""
+        try:
+            self._run([[self.llm.get_tokenizer().eos_token_id or 0]])
+        except Exception as exc:
+            raise RuntimeError(f"task {self.task.name!r}: engine cannot decode with its constraint: {exc}") from exc
 
     def __call__(self, table: pa.Table) -> pa.Table:
         reasons = table.column(C.REASON).to_pylist()

@@ -49,8 +49,13 @@ def init_ray(cfg: JobConfig) -> None:
 
     if ray.is_initialized():
         return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, log_to_driver=True, ignore_reinit_error=True)
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    # Embedded: vLLM's per-request INFO lines drown the job's own log unless asked for.
+    level = os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")
+    ray.init(address="local", runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": level}})
 
 
 def gpus_per_engine(cfg: JobConfig) -> float:
@@ -84,8 +89,6 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo]) -> Any:
             batch_size=cfg.engine.batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=cfg.engine.num_engines),
-            max_restarts=2,  # a dead engine: restart the actor, Ray re-runs its batch
-            max_task_retries=2,
             **engine_resources,
         )
         .map_batches(validate_batch, batch_format="pyarrow", fn_kwargs={"task_name": cfg.task})

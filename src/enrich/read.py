@@ -117,11 +117,9 @@ def read_shard(shard: ShardInfo, cfg: JobConfig) -> Iterator[pa.Table]:
 
 def _lineage(shard: ShardInfo, start: int, n: int, ids: list[Any] | None) -> dict[str, pa.Array]:
     indexes = list(range(start, start + n))
-    row_ids = (
-        [None if i is None else str(i) for i in ids]
-        if ids is not None
-        else [f"{shard.shard_id}-{i}" for i in indexes]
-    )
+    derived = [f"{shard.shard_id}-{i}" for i in indexes]
+    # A row without its id (e.g. an unparseable line) still gets the derived one.
+    row_ids = derived if ids is None else [d if i is None else str(i) for i, d in zip(ids, derived)]
     return {
         C.ROW_ID: pa.array(row_ids, pa.string()),
         C.SOURCE_FILE: pa.array([shard.url] * n, pa.string()),

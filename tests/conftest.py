@@ -1,0 +1,69 @@
+"""Session fixtures: the tiny Qwen3 checkpoint, a real S3 server on loopback, embedded Ray."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ADDRESS_GOLD = SHARED_DATA / "address" / "test_with_system.jsonl"
+
+# Fake credentials for the loopback S3 server, set before any Ray worker starts so the
+# workers inherit them exactly as production workers inherit real ones.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The tiny random-weight Qwen3 checkpoint (built once, cached under .cache/)."""
+    from enrich.tiny_checkpoint import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(REPO / ".cache" / "tiny-qwen3")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API server (moto) on 127.0.0.1, reached through s3fs like production."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ray_shutdown() -> Iterator[None]:
+    yield
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def address_texts(n: int, start: int = 0) -> list[str]:
+    """Raw address strings from the shared gold set (skips the test when absent)."""
+    import json
+
+    if not ADDRESS_GOLD.exists():
+        pytest.skip(f"{ADDRESS_GOLD} not found (shared data absent)")
+    lines = ADDRESS_GOLD.read_text(encoding="utf-8").splitlines()[start : start + n]
+    return [json.loads(line)["messages"][1]["content"] for line in lines]
