@@ -49,8 +49,10 @@ def s3_endpoint() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _ray_shutdown() -> Iterator[None]:
+@pytest.fixture(autouse=True)
+def _fresh_ray() -> Iterator[None]:
+    """Each test that starts the embedded Ray stops it, so the next one's workers start with
+    that test's environment (credentials, cache folders) like a fresh job would."""
     yield
     if "ray" in sys.modules:
         import ray

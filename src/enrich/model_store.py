@@ -10,7 +10,10 @@ from pathlib import Path
 
 from enrich.storage import filesystem
 
-CACHE_ROOT = Path(os.environ.get("ENRICH_MODEL_CACHE", Path.home() / ".cache" / "enrich" / "models"))
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ENRICH_MODEL_CACHE", Path.home() / ".cache" / "enrich" / "models"))
 
 
 def is_remote(model: str) -> bool:
@@ -21,7 +24,13 @@ def local_model_path(model: str, s3_endpoint: str | None = None) -> str:
     """A path or hub id vLLM and transformers can load on this node."""
     if not is_remote(model):
         return model.removeprefix("file://")
-    target = CACHE_ROOT / hashlib.sha256(model.encode("utf-8")).hexdigest()[:16]
+    fs, path = filesystem(model, s3_endpoint)
+    listing = fs.find(path, detail=True)
+    if not listing:
+        raise FileNotFoundError(f"{model}: no model files found")
+    # Keyed by the objects' etags too: a model re-uploaded under the same prefix is re-copied.
+    identity = [model] + [f"{p}:{i.get('size')}:{i.get('ETag', i.get('mtime'))}" for p, i in sorted(listing.items())]
+    target = cache_root() / hashlib.sha256("\n".join(identity).encode("utf-8")).hexdigest()[:16]
     done = target / ".enrich-copy-complete"
     if done.exists():
         return str(target)
@@ -29,13 +38,10 @@ def local_model_path(model: str, s3_endpoint: str | None = None) -> str:
     with open(target.parent / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one copy per node, however many actors start
         if not done.exists():
-            fs, path = filesystem(model, s3_endpoint)
-            for src in fs.find(path):
+            for src in sorted(listing):
                 rel = src[len(path.rstrip("/")) + 1 :]
                 dest = target / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 fs.get_file(src, str(dest))
-            if not any(target.iterdir()):
-                raise FileNotFoundError(f"{model}: no model files found")
             done.write_text(model)
     return str(target)
