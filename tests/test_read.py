@@ -193,21 +193,33 @@ def test_jsonl_bad_json_line(tmp_path: Path) -> None:
     """An unparseable line is a bad_input row with path:LINE:COL and its raw text; others are fine."""
     f = tmp_path / "in" / "a.jsonl"
     f.parent.mkdir()
-    f.write_text('{"text": "a", "id": "A"}\n{"text": "b", \n{"text": "c", "id": "C"}\n', encoding="utf-8")
+    f.write_text('{"text": "a", "id": "A"}\n{"text": "b" "id": "B"}\n{"text": "c", "id": "C"}\n', encoding="utf-8")
     cfg = make_cfg(f, tmp_path, id_column="id")
     table = concat(read_all(f, "jsonl", cfg))
     sid = shard_of(f, "jsonl").shard_id
 
     assert table.num_rows == 3
     assert table.column(C.REASON).to_pylist() == [None, "bad_input", None]
-    message = table.column(C.MESSAGE).to_pylist()[1]
-    # json reports the error at column 15 (end of the line after the trailing space)
-    assert message.startswith(f"{f}:2:15: invalid JSON")
-    assert table.column(C.TEXT).to_pylist() == ["a", '{"text": "b", ', "c"]
+    # The missing comma is before the '"id"' at column 14 of line 2.
+    assert table.column(C.MESSAGE).to_pylist()[1] == (
+        f"{f}:2:14: invalid JSON: Expecting ',' delimiter"
+    )
+    assert table.column(C.TEXT).to_pylist() == ["a", '{"text": "b" "id": "B"}', "c"]
     # No id could be read from the bad line: it gets the derived one.
     assert table.column(C.ROW_ID).to_pylist() == ["A", f"{sid}-1", "C"]
     # Its input columns are null, not invented.
     assert table.column("text").to_pylist() == ["a", None, "c"]
+    assert table.column(C.SHARD_ROWS).to_pylist() == [3, 3, 3]
+
+
+def test_jsonl_truncated_line_column(tmp_path: Path) -> None:
+    """A line cut off mid-object reports the column where it ends, not column 1."""
+    f = tmp_path / "in" / "a.jsonl"
+    f.parent.mkdir()
+    f.write_text('{"text": "a"}\n{"text": "b", \n', encoding="utf-8")
+    table = concat(read_all(f, "jsonl", make_cfg(f, tmp_path)))
+    message = table.column(C.MESSAGE).to_pylist()[1]
+    assert message.startswith(f"{f}:2:15: invalid JSON"), message
 
 
 def test_jsonl_all_lines_bad(tmp_path: Path) -> None:
@@ -307,11 +319,6 @@ def test_jsonl_mixed_types_keep_every_row(tmp_path: Path) -> None:
     assert zips[3] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: read.py:196-198 the mixed-type fallback JSON-encodes every column, so string "
-    "input columns (text, id) get quotes added ('a' -> '\"a\"') in the output",
-)
 def test_jsonl_mixed_types_leave_other_columns_unchanged(tmp_path: Path) -> None:
     """Only the mixed column should change representation; string columns keep their values."""
     rows = [{"id": "A0", "text": "a", "zip": 310000}, {"id": "A1", "text": "b", "zip": "31000X"}]

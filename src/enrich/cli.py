@@ -14,6 +14,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from enrich.config import JobConfig
@@ -38,12 +39,15 @@ def _add_model_options(group: argparse._ArgumentGroup, model: type[BaseModel], p
         elif field.is_required():
             help_text += " (required)"
         kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": help_text}
+        if annotation not in (bool, bool | None):
+            kwargs["metavar"] = name.upper()
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         base = args[0] if typing.get_origin(annotation) is not Literal and len(args) == 1 else annotation
-        if annotation is bool:
+        if annotation in (bool, bool | None):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(annotation) is Literal:
             kwargs["choices"] = list(typing.get_args(annotation))
+            kwargs.pop("metavar", None)
         elif base in (int, float):
             kwargs["type"] = base
         group.add_argument(_flag(name), **kwargs)
@@ -97,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from_args(args)
-    except ValidationError as exc:
+    except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
         print(f"enrich: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     from enrich.pipeline import run  # imports Ray; keep `--help` and `tasks` fast

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from enrich import columns as C
 from enrich.config import JobConfig
 from enrich.read import ShardInfo
-from enrich.storage import filesystem, join
+from enrich.storage import filesystem, join, remove
 from enrich.write import Lineage, ShardManifest, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,10 @@ class OutputCommitter:
         # Leftovers of an interrupted commit of this shard would otherwise double its rows.
         for pattern in (f"part-{sid}-*", f"_rejects/part-{sid}-*"):
             for stale in self.fs.glob(self.path(pattern)):
-                self.fs.rm_file(stale)
-        final = [self._publish(f) for f in files]
-        final_rejects = [self._publish(f) for f in reject_files]
+                remove(self.fs, stale)
+        staging = self.path("_staging", sid)
+        final = [self._publish(f, staging) for f in files]
+        final_rejects = [self._publish(f, staging) for f in reject_files]
         manifest = ShardManifest(
             shard_id=sid,
             source=shard.info.url,
@@ -143,8 +144,8 @@ class OutputCommitter:
         del self.open[sid]
         log.info("committed %s: %d ok, %d rejected", shard.info.url, w.rows_ok, w.rows_rejected)
 
-    def _publish(self, staged: str) -> str:
-        relative = staged.split("/_staging/", 1)[1].split("/", 1)[1]  # drop "<shard>/"
+    def _publish(self, staged: str, staging: str) -> str:
+        relative = posixpath.relpath(staged, staging)
         dest = self.path(relative)
         self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
         self.fs.mv(staged, dest)
@@ -169,5 +170,4 @@ class OutputCommitter:
         self.fs.mv(tmp, path)  # a rename locally; on S3 readers only ever see whole objects
 
     def _remove(self, path: str, recursive: bool = False) -> None:
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=recursive)
+        remove(self.fs, path, recursive)

@@ -24,16 +24,18 @@ class EngineConfig(BaseModel):
     cpus_per_engine: float = Field(1.0, gt=0, description="CPUs Ray reserves per engine actor.")
     batch_size: int = Field(64, ge=1, description="Rows per batch handed to an engine actor.")
     max_model_len: int = Field(2048, ge=64, description="Context length (prompt + output tokens).")
-    gpu_memory_utilization: float = Field(
-        0.2,
+    gpu_memory_utilization: float | None = Field(
+        None,
         gt=0,
         le=0.95,
-        description="Share of GPU memory for weights+KV cache; on CPU the share of RAM reserved "
-        "for the KV cache (0.1-0.3 works, 0.92 fails).",
+        description="Share of GPU memory for weights + KV cache (default 0.9); on CPU the share "
+        "of the NUMA node's RAM the engine may use (default 0.25; 0.92 fails).",
     )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans.")
     dtype: str = Field("auto", description="Weights dtype: auto, bfloat16, float16, float32.")
-    enforce_eager: bool = Field(True, description="Skip CUDA graph capture (faster start).")
+    enforce_eager: bool | None = Field(
+        None, description="Skip CUDA graph capture: faster start, slower decode (default: on CPU only)."
+    )
     seed: int = Field(0, description="Engine seed, for reproducible sampling.")
 
 
@@ -101,7 +103,10 @@ class JobConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: object) -> JobConfig:
         """Load a YAML job spec; `overrides` (e.g. from the CLI) win over the file."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a job spec must be a mapping, got {type(data).__name__}")
         return cls.model_validate(_deep_merge(data, overrides))

@@ -24,18 +24,25 @@ log = logging.getLogger(__name__)
 def engine_kwargs(cfg: JobConfig) -> dict[str, Any]:
     """Arguments for `vllm.LLM`; the same on CPU and GPU (vLLM picks its platform)."""
     e = cfg.engine
+    gpu = _has_gpu()
     return {
         "model": local_model_path(cfg.model, cfg.s3_endpoint),
         "revision": cfg.model_revision,
         "max_model_len": e.max_model_len,
-        "gpu_memory_utilization": e.gpu_memory_utilization,
+        "gpu_memory_utilization": e.gpu_memory_utilization or (0.9 if gpu else 0.25),
         "tensor_parallel_size": e.tensor_parallel_size,
         "dtype": e.dtype,
-        "enforce_eager": e.enforce_eager,
+        "enforce_eager": (not gpu) if e.enforce_eager is None else e.enforce_eager,
         "seed": e.seed,
         # Compact JSON: without it random or weak models can emit whitespace forever.
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
     }
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def sampling_params(cfg: JobConfig, task: Task) -> Any:

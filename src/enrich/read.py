@@ -67,7 +67,7 @@ def discover_shards(cfg: JobConfig) -> list[ShardInfo]:
     fs, path = filesystem(cfg.input, cfg.s3_endpoint)
     explicit = True
     if any(ch in path for ch in "*?["):
-        paths = fs.glob(path)
+        paths = [p for p in fs.glob(path) if not _hidden(p.rsplit("/", 1)[-1])]
     elif fs.isdir(path):
         explicit = False
         paths = [p for p in fs.find(path) if not _hidden(p[len(path) :])]
@@ -163,17 +163,17 @@ def _parse_line(
     """(row, text, reject reason, message) for one JSONL line."""
     where = f"{url}:{line_no}"
     try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         return {}, text, "bad_input", f"{where}:{exc.start + 1}: invalid UTF-8 ({exc.reason})"
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
-        return {}, line.rstrip("\r\n"), "bad_input", f"{where}:{exc.colno}: invalid JSON: {exc.msg}"
+        return {}, line, "bad_input", f"{where}:{exc.colno}: invalid JSON: {exc.msg}"
     if not isinstance(row, dict):
         kind = type(row).__name__
-        return {}, line.rstrip("\r\n"), "bad_input", f"{where}: expected a JSON object, got {kind}"
+        return {}, line, "bad_input", f"{where}: expected a JSON object, got {kind}"
     text = row.get(text_column)
     if text is not None and not isinstance(text, str):
         message = f"{where}: column {text_column!r} is {type(text).__name__}, expected string"
@@ -191,11 +191,7 @@ def _jsonl_table(
     try:
         table = pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        # Mixed types within a column: keep every value, as JSON text, rather than lose rows.
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        table = pa.table(
-            {k: [None if k not in r else json.dumps(r[k], ensure_ascii=False) for r in rows] for k in keys}
-        )
+        table = _mixed_types_table(rows)
     ids = [r.get(cfg.id_column) for r in rows] if cfg.id_column else None
     texts, reasons, messages = (list(x) for x in zip(*problems))
     extra = _lineage(shard, start, len(rows), ids)
@@ -203,6 +199,20 @@ def _jsonl_table(
     extra[C.REASON] = pa.array(reasons, pa.string())
     extra[C.MESSAGE] = pa.array(messages, pa.string())
     return _with_columns(table, extra)
+
+
+def _mixed_types_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Column by column: a column whose values have mixed types keeps every value as JSON
+    text rather than lose rows; the other columns keep their types."""
+    columns: dict[str, pa.Array] = {}
+    for key in dict.fromkeys(k for r in rows for k in r):
+        values = [r.get(key) for r in rows]
+        try:
+            columns[key] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            encoded = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+            columns[key] = pa.array(encoded, pa.string())
+    return pa.table(columns)
 
 
 # ---------------------------------------------------------------- Parquet
@@ -235,7 +245,8 @@ def _check_parquet_schema(url: str, schema: pa.Schema, cfg: JobConfig) -> None:
     if cfg.text_column not in schema.names:
         raise InputError(f"{url}: no column {cfg.text_column!r} (columns: {', '.join(schema.names)})")
     kind = schema.field(cfg.text_column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+    value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    if not (pa.types.is_string(value_kind) or pa.types.is_large_string(value_kind)):
         raise InputError(f"{url}: column {cfg.text_column!r} has type {kind}, expected string")
     if cfg.id_column and cfg.id_column not in schema.names:
         raise InputError(f"{url}: no id column {cfg.id_column!r}")

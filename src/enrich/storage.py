@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 from functools import lru_cache
 
 import fsspec
@@ -50,3 +51,15 @@ def unstrip(fs: AbstractFileSystem, path: str) -> str:
 def _is_local(fs: AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
+
+
+def remove(fs: AbstractFileSystem, path: str, recursive: bool = False) -> None:
+    """Delete `path` if present. Local paths go through shutil/os: fsspec's local `rm` calls
+    os.getcwd(), which fails in a job driver whose working dir was re-extracted under it."""
+    if _is_local(fs):
+        if os.path.isdir(path) and recursive:
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.remove(path)
+    elif fs.exists(path):
+        fs.rm(path, recursive=recursive)

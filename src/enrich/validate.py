@@ -81,5 +81,7 @@ def validate_batch(table: pa.Table, task_name: str) -> pa.Table:
     schema = arrow_schema(task.output_model)
     for field in schema:
         values = [None if r is None else r[field.name] for r in records]
+        if pa.types.is_string(field.type):  # types without an Arrow mapping travel as JSON
+            values = [v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values]
         table = table.append_column(field.name, pa.array(values, field.type))
     return table

@@ -69,6 +69,8 @@ class _PartWriter:
         self.files: list[str] = []
 
     def add(self, table: pa.Table) -> None:
+        if self.buffer and not _mergeable(self.buffer[0].schema, table.schema):
+            self._flush()  # e.g. an int column turned string: close this group first
         if table.num_rows:
             self.buffer.append(table)
             self.buffered += table.num_rows
@@ -103,6 +105,14 @@ class _PartWriter:
             pq.write_table(empty_schema.empty_table(), path, filesystem=arrow_fs(self.fs))
             self.files.append(path)
         return self.files
+
+
+def _mergeable(a: pa.Schema, b: pa.Schema) -> bool:
+    try:
+        pa.unify_schemas([a, b], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -140,7 +150,7 @@ class ShardWriter:
             self.ok.add(enriched_rows(ok, lineage, output_names))
             self.rows_ok += ok.num_rows
         if bad.num_rows:
-            self.rejects.add(reject_rows(bad, lineage))
+            self.rejects.add(reject_rows(bad, lineage, output_names))
             self.rows_rejected += bad.num_rows
             for reason in bad.column(C.REASON).to_pylist():
                 self.rejects_by_reason[reason] = self.rejects_by_reason.get(reason, 0) + 1
@@ -151,7 +161,7 @@ class ShardWriter:
 
 def enriched_rows(table: pa.Table, lineage: Lineage, output_names: list[str]) -> pa.Table:
     """Input columns + the task's output columns + lineage columns."""
-    inputs = [n for n in table.column_names if not n.startswith("_enrich_")]
+    inputs = _input_names(table)
     clash = sorted({n for n in inputs if inputs.count(n) > 1})
     if clash:
         raise ValueError(f"input columns {clash} clash with the task's output columns; rename them")
@@ -172,9 +182,9 @@ def enriched_rows(table: pa.Table, lineage: Lineage, output_names: list[str]) ->
     return out
 
 
-def reject_rows(table: pa.Table, lineage: Lineage) -> pa.Table:
+def reject_rows(table: pa.Table, lineage: Lineage, output_names: list[str]) -> pa.Table:
     """Rejected rows in the fixed rejects schema; the input row travels as JSON."""
-    inputs = [n for n in table.column_names if not n.startswith("_enrich_")]
+    inputs = [n for n in _input_names(table) if n not in output_names]
     n = table.num_rows
     if inputs:
         rows = table.select(inputs).to_pylist()
@@ -195,3 +205,7 @@ def reject_rows(table: pa.Table, lineage: Lineage) -> pa.Table:
         "enrich_fingerprint": pa.array([lineage.fingerprint] * n, pa.string()),
     }
     return pa.table({f.name: columns[f.name] for f in C.REJECTS_SCHEMA}).cast(C.REJECTS_SCHEMA)
+
+
+def _input_names(table: pa.Table) -> list[str]:
+    return [n for n in table.column_names if not n.startswith("_enrich_")]

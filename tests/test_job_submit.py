@@ -1,0 +1,90 @@
+"""`ray job submit` against a real two-node local Ray cluster (token auth on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from tests.conftest import REPO, free_port
+from tests.helpers import check_every_row_once, read_output, synthetic_addresses
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def _ray(env: dict[str, str], *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ray {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def local_cluster() -> tuple[dict[str, str], str]:
+    """Head (1 CPU) + one worker node (1 CPU) on this machine; stopped afterwards."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    port, dashboard = free_port(), free_port()
+    _ray(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=1",
+         "--include-dashboard=true", "--disable-usage-stats")
+    # The second node gets its own temp dir, as a second machine would: nodes sharing one
+    # runtime_resources folder re-extract each other's working_dir under a running driver.
+    worker_tmp = tempfile.mkdtemp(prefix="ray-node2-")
+    try:
+        _ray(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats",
+             f"--temp-dir={worker_tmp}")
+        yield env, f"http://127.0.0.1:{dashboard}"
+    finally:
+        _ray(env, "stop", "--force", check=False)
+        shutil.rmtree(worker_tmp, ignore_errors=True)
+
+
+def test_job_submit_two_node_cluster(local_cluster: tuple[dict[str, str], str], tmp_path: Path, tiny_model: Path) -> None:
+    env, dashboard = local_cluster
+    status = _ray(env, "status", check=False)
+    assert status.stdout.count("node_") >= 2 or "2.0 CPU" in status.stdout or "0.0/2.0 CPU" in status.stdout, status.stdout
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    rows = [json.dumps({"id": f"r{i}", "text": t}, ensure_ascii=False) for i, t in enumerate(synthetic_addresses(16))]
+    (inp / "a.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    submit = _ray(
+        env, "job", "submit", f"--address={dashboard}", f"--working-dir={REPO}", "--no-wait", "--",
+        "python", "jobs/normalize_addresses.py", "--input", str(inp), "--output", str(out),
+        "--model", str(tiny_model), "--id-column", "id", "--gpu-memory-utilization", "0.25",
+        "--max-model-len", "1024", "--batch-size", "8",
+    )
+    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr).group(0)
+    deadline, state = time.time() + 600, ""
+    while time.time() < deadline:
+        proc = _ray(env, "job", "status", f"--address={dashboard}", job_id)
+        state = proc.stdout + proc.stderr
+        if any(s in state for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+            break
+        time.sleep(5)
+    logs = _ray(env, "job", "logs", f"--address={dashboard}", job_id, check=False).stdout
+    assert "SUCCEEDED" in state, f"{state}\n{logs[-5000:]}"
+    assert "rows_in 16 = rows_ok" in logs  # the human summary printed by the job
+
+    ok, bad, summary = read_output(fsspec.filesystem("file"), str(out))
+    check_every_row_once(ok, bad, summary, 16)
+    assert (out / "_SUCCESS").exists()
+
+
+def test_job_without_token_is_refused(local_cluster: tuple[dict[str, str], str]) -> None:
+    """Auth stays on: a client without RAY_AUTH_MODE=token cannot submit."""
+    env, dashboard = local_cluster
+    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+    proc = _ray(no_token, "job", "list", f"--address={dashboard}", check=False, timeout=60)
+    assert proc.returncode != 0
