@@ -17,7 +17,7 @@ from enrich.read import ShardInfo
 from enrich.write import Lineage
 
 FIELDS = ["province", "city", "district", "specific_location", "name", "phone"]
-LINEAGE = Lineage("unused", None, "address", "1", "fp-one")
+LINEAGE = Lineage("unused", None, None, "address", "1", "fp-one")
 
 
 def make_cfg(tmp_path: Path, out: str = "out", **extra: Any) -> JobConfig:
@@ -215,17 +215,18 @@ def test_no_commit_without_last_chunk(tmp_path: Path) -> None:
     assert manifest(tmp_path / "out", a)["rows_in"] == 3
 
 
-def test_row_arriving_twice_raises(tmp_path: Path) -> None:
-    """A duplicate row index (in a later batch or the same one) fails before committing."""
+def test_row_arriving_twice_is_written_once(tmp_path: Path) -> None:
+    """A batch re-run after an engine died repeats rows: the sink keeps the first copy."""
     a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
     oc = committer(tmp_path)
     oc.plan([a, b])
-    oc.add(finished(a, [0, 1, 2], 5))
-    with pytest.raises(RuntimeError, match="row 2 arrived twice"):
-        oc.add(finished(a, [2, 3, 4], 5))
-    assert not (tmp_path / "out" / "_manifests" / f"{a.shard_id}.json").exists()
-    with pytest.raises(RuntimeError, match="row 1 arrived twice"):
-        oc.add(finished(b, [0, 1, 1], 3))
+    oc.add(finished(a, [0, 1, 2], -1))
+    oc.add(finished(a, [2, 3, 4], 5))  # row 2 again, then the last chunk
+    assert manifest(tmp_path / "out", a)["rows_in"] == 5
+    assert manifest(tmp_path / "out", a)["rows_ok"] + manifest(tmp_path / "out", a)["rows_rejected"] == 5
+    oc.add(finished(b, [0, 1, 1, 2], 3))  # a repeat inside one batch
+    assert manifest(tmp_path / "out", b)["rows_in"] == 3
+    assert oc.duplicates_dropped == 2
 
 
 def test_missing_rows_fail_the_commit(tmp_path: Path) -> None:
@@ -288,7 +289,7 @@ def test_other_fingerprint_needs_overwrite(tmp_path: Path) -> None:
     """A committed shard of another fingerprint raises OutputExistsError unless overwrite."""
     a = make_shard(tmp_path, "a.jsonl")
     _run_once(tmp_path, [a])
-    other = Lineage("unused", None, "address", "1", "fp-two")
+    other = Lineage("unused", None, None, "address", "1", "fp-two")
     with pytest.raises(OutputExistsError, match="fp-one") as info:
         committer(tmp_path, other).plan([a])
     assert "--overwrite" in str(info.value) and "fp-two" in str(info.value)

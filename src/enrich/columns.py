@@ -36,6 +36,7 @@ LINEAGE_SCHEMA = pa.schema(
         ("enrich_row_index", pa.int64()),
         ("enrich_model", pa.string()),
         ("enrich_model_revision", pa.string()),
+        ("enrich_adapter", pa.string()),
         ("enrich_task", pa.string()),
         ("enrich_task_version", pa.string()),
         ("enrich_fingerprint", pa.string()),

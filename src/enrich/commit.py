@@ -2,8 +2,8 @@
 
 Rows arrive in any order from the stream; each row's shard is known from its lineage. A
 shard commits when all its rows have arrived (the reader stamps the shard's row count on its
-last chunk) or, at the latest, when the stream ends. Every row is counted once: a duplicate
-row index is a bug and fails the run before anything is committed for that shard.
+last chunk) or, at the latest, when the stream ends. Every row is written once: a repeated row
+index (a batch re-run after an engine died) is dropped.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class OutputCommitter:
         self.open: dict[str, _OpenShard] = {}
         self.committed: list[ShardManifest] = []
         self.skipped: list[ShardManifest] = []
+        self.duplicates_dropped = 0
 
     def path(self, *parts: str) -> str:
         return join(self.root, *parts)
@@ -83,7 +84,7 @@ class OutputCommitter:
         for source in pc.unique(table.column(C.SOURCE_FILE)).to_pylist():
             part = table.filter(pc.equal(table.column(C.SOURCE_FILE), source))
             shard = self._shard_for(source)
-            self._count(shard, part)
+            part = self._count(shard, part)
             shard.writer.add(part, self.lineage, self.output_names)
             if shard.expected >= 0 and shard.count == shard.expected:
                 self._commit(shard)
@@ -94,17 +95,24 @@ class OutputCommitter:
             raise RuntimeError(f"rows from {source}, which is not an open shard of this run")
         return shard
 
-    def _count(self, shard: _OpenShard, part: pa.Table) -> None:
+    def _count(self, shard: _OpenShard, part: pa.Table) -> pa.Table:
+        """Record the rows of `part`; returns it without rows already received."""
         totals = pc.max(part.column(C.SHARD_ROWS)).as_py()
         if totals is not None and totals >= 0:
             shard.expected = totals
+        fresh = []
         for index in part.column(C.ROW_INDEX).to_pylist():
             if index >= len(shard.seen):
                 shard.seen.extend(b"\0" * (index + 1 - len(shard.seen) + 1024))
-            if shard.seen[index]:
-                raise RuntimeError(f"{shard.info.url}: row {index} arrived twice")
+            fresh.append(not shard.seen[index])
             shard.seen[index] = 1
+        if not all(fresh):
+            # Ray re-runs the batch of a dead engine: delivery is at-least-once, so the sink
+            # keeps the first copy of each row and drops repeats (exactly-once output).
+            self.duplicates_dropped += fresh.count(False)
+            part = part.filter(pa.array(fresh))
         shard.count += part.num_rows
+        return part
 
     def _commit(self, shard: _OpenShard) -> None:
         files, reject_files = shard.writer.close()

@@ -37,6 +37,7 @@ class EngineConfig(BaseModel):
         None, description="Skip CUDA graph capture: faster start, slower decode (default: on CPU only)."
     )
     seed: int = Field(0, description="Engine seed, for reproducible sampling.")
+    max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the engine accepts.")
 
 
 class SamplingConfig(BaseModel):
@@ -47,6 +48,13 @@ class SamplingConfig(BaseModel):
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_tokens: int = Field(256, ge=1, description="Output token budget per row.")
+    max_attempts: int = Field(
+        2,
+        ge=1,
+        description="Generations per row: a truncated output is retried with twice the "
+        "max_tokens, an invalid one resampled; then the row is rejected.",
+    )
+    retry_temperature: float = Field(0.7, ge=0, description="Temperature of resampling attempts.")
 
 
 class JobConfig(BaseModel):
@@ -63,6 +71,9 @@ class JobConfig(BaseModel):
         ..., description="Model: hub id, local folder, or s3:// prefix copied once per node."
     )
     model_revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    adapter: str | None = Field(
+        None, description="LoRA adapter: hub id, local folder or s3:// prefix (vLLM LoRA)."
+    )
     format: Literal["auto", "parquet", "jsonl"] = Field(
         "auto", description="Input format; auto decides from each file's extension."
     )

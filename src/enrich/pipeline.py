@@ -28,12 +28,15 @@ from enrich.write import Lineage
 
 log = logging.getLogger(__name__)
 
+MAX_ENGINE_RESTARTS = 3
+
 
 def fingerprint(cfg: JobConfig, task: Task) -> str:
     """What decides the outputs: model, task spec (prompt, schema), sampling, context length."""
     payload = {
         "model": cfg.model,
         "revision": cfg.model_revision,
+        "adapter": cfg.adapter,
         "task": task.spec_digest(),
         "sampling": cfg.sampling.model_dump(),
         "max_model_len": cfg.engine.max_model_len,
@@ -89,6 +92,11 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo]) -> Any:
             batch_size=cfg.engine.batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=cfg.engine.num_engines),
+            # A dead engine: restart the actor and re-run its batch, a bounded number of times.
+            # (Also keeps reading and prompt rendering out of the engine actors: distinct
+            # remote args stop Ray Data from fusing those stages into them.)
+            max_restarts=MAX_ENGINE_RESTARTS,
+            max_task_retries=MAX_ENGINE_RESTARTS,
             **engine_resources,
         )
         .map_batches(validate_batch, batch_format="pyarrow", fn_kwargs={"task_name": cfg.task})
@@ -99,8 +107,10 @@ def run(cfg: JobConfig) -> RunSummary:
     """Run one job to completion; returns its summary (also written as _summary.json)."""
     started = time.time()
     task = get_task(cfg.task)
-    lineage = Lineage(cfg.model, cfg.model_revision, task.name, task.version, fingerprint(cfg, task))
-    output_names = list(arrow_schema(task.output_model).names)
+    lineage = Lineage(
+        cfg.model, cfg.model_revision, cfg.adapter, task.name, task.version, fingerprint(cfg, task)
+    )
+    output_names = list(arrow_schema(task.written_model).names)
     shards = discover_shards(cfg)
     committer = OutputCommitter(cfg, lineage, output_names)
     todo = committer.plan(shards)

@@ -16,11 +16,19 @@ from fsspec.core import split_protocol
 from fsspec.spec import AbstractFileSystem
 
 
+# Throttling, 5xx and connection resets are retried by botocore with backoff; a nightly
+# job rides out a slow minute of S3 rather than fail on the first 503.
+S3_RETRIES = {"max_attempts": 10, "mode": "adaptive"}
+
+
 def storage_options(url: str, s3_endpoint: str | None) -> dict[str, object]:
     protocol, _ = split_protocol(url)
-    if protocol in ("s3", "s3a") and s3_endpoint:
-        return {"client_kwargs": {"endpoint_url": s3_endpoint}}
-    return {}
+    if protocol not in ("s3", "s3a"):
+        return {}
+    options: dict[str, object] = {"config_kwargs": {"retries": S3_RETRIES}}
+    if s3_endpoint:
+        options["client_kwargs"] = {"endpoint_url": s3_endpoint}
+    return options
 
 
 @lru_cache(maxsize=16)

@@ -113,6 +113,28 @@ def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+def build_tiny_lora(model_dir: str | Path, out_dir: str | Path, rank: int = 8, seed: int = 0) -> Path:
+    """A random (non-zero) LoRA adapter for the tiny checkpoint, saved in peft's format."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen3ForCausalLM
+
+    out = Path(out_dir)
+    if (out / "adapter_config.json").exists():
+        return out
+    torch.manual_seed(seed)
+    base = Qwen3ForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.bfloat16)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        init_lora_weights=False,  # random B too: a zero adapter would change nothing
+        task_type="CAUSAL_LM",
+    )
+    get_peft_model(base, config).save_pretrained(str(out))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder to write the checkpoint to")

@@ -78,7 +78,7 @@ def validate_batch(table: pa.Table, task_name: str) -> pa.Table:
             records[i] = record.model_dump(mode="json")
     table = C.replace(table, C.REASON, pa.array(reasons, pa.string()))
     table = C.replace(table, C.MESSAGE, pa.array(messages, pa.string()))
-    schema = arrow_schema(task.output_model)
+    schema = arrow_schema(task.written_model)
     for field in schema:
         values = [None if r is None else r[field.name] for r in records]
         if pa.types.is_string(field.type):  # types without an Arrow mapping travel as JSON

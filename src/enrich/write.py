@@ -47,6 +47,7 @@ class Lineage:
 
     model: str
     model_revision: str | None
+    adapter: str | None
     task: str
     task_version: str
     fingerprint: str
@@ -172,6 +173,7 @@ def enriched_rows(table: pa.Table, lineage: Lineage, output_names: list[str]) ->
         "enrich_row_index": table.column(C.ROW_INDEX),
         "enrich_model": pa.array([lineage.model] * n, pa.string()),
         "enrich_model_revision": pa.array([lineage.model_revision] * n, pa.string()),
+        "enrich_adapter": pa.array([lineage.adapter] * n, pa.string()),
         "enrich_task": pa.array([lineage.task] * n, pa.string()),
         "enrich_task_version": pa.array([lineage.task_version] * n, pa.string()),
         "enrich_fingerprint": pa.array([lineage.fingerprint] * n, pa.string()),

@@ -29,8 +29,15 @@ class Task:
     output_model: type[BaseModel]  # drives the JSON schema for guided decoding and validation
     system_prompt: str
     render_user: Callable[[Mapping[str, Any]], str]
+    # Domain checks; may return a richer record (e.g. with normalized columns) as long as it
+    # is an instance of `columns_model`. Raises DomainError to reject the row.
     check: Callable[[BaseModel, Mapping[str, Any]], BaseModel] = _no_check
     choices: Sequence[str] | None = None  # choice-constrained tasks decode one of these
+    columns_model: type[BaseModel] | None = None  # written columns; default: output_model
+
+    @property
+    def written_model(self) -> type[BaseModel]:
+        return self.columns_model or self.output_model
 
     def json_schema(self) -> dict[str, Any]:
         return self.output_model.model_json_schema()
