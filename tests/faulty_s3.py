@@ -243,8 +243,6 @@ class FaultyS3Proxy:
             h.send_header("Content-Type", "application/xml")
             h.send_header("Content-Length", str(len(payload)))
             h.send_header("x-amz-request-id", f"faulty-{request.index}")
-            if status == 503:
-                h.send_header("Retry-After", "0")
             h.end_headers()
             if h.command != "HEAD":
                 h.wfile.write(payload)

@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from enrich import columns as C
 from enrich.arrow_types import arrow_schema, arrow_type
-from enrich.tasks import TASKS, Task
+from enrich.config import JobConfig
+from enrich.tasks import TASK_FACTORIES, Task
 from enrich.tasks.address import AddressRecord
 from enrich.validate import validate_batch
 
@@ -100,7 +101,7 @@ def test_fallback_field_travels_as_json_text(monkeypatch: pytest.MonkeyPatch) ->
         name="loose", version="1", description="d", output_model=Loose,
         system_prompt="s", render_user=lambda row: str(row["text"]),
     )
-    monkeypatch.setitem(TASKS, "loose", task)
+    monkeypatch.setitem(TASK_FACTORIES, "loose", lambda options: task)
     table = pa.table(
         {
             C.TEXT: pa.array(["t"], pa.string()),
@@ -110,5 +111,6 @@ def test_fallback_field_travels_as_json_text(monkeypatch: pytest.MonkeyPatch) ->
             C.FINISH_REASON: pa.array(["stop"], pa.string()),
         }
     )
-    out = validate_batch(table, "loose")
+    cfg = JobConfig.model_validate({"input": "in", "output": "out", "model": "m", "task": "loose"})
+    out = validate_batch(table, cfg)
     assert out.column("extras").to_pylist() == ['{"a": 1}']

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from enrich.cli import build_parser, config_from_args, main
-from enrich.config import EngineConfig, JobConfig, SamplingConfig
+from enrich.config import EngineConfig, JobConfig, SamplingConfig, TaskOptions
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["run", "--input", "/data/in", "--output", "/data/out", "--model", "m"]
@@ -37,12 +37,12 @@ def config(*flags: str) -> JobConfig:
 
 # ---------------------------------------------------------------- --help
 def _fields() -> list[tuple[str, str]]:
-    models: list[type[BaseModel]] = [JobConfig, EngineConfig, SamplingConfig]
+    models: list[type[BaseModel]] = [JobConfig, TaskOptions, EngineConfig, SamplingConfig]
     return [
         (name, field.description or "")
         for model in models
         for name, field in model.model_fields.items()
-        if name not in ("engine", "sampling")
+        if name not in ("task_options", "engine", "sampling")
     ]
 
 
@@ -190,8 +190,9 @@ def test_tasks_prints_address_schema(capsys: pytest.CaptureFixture[str]) -> None
     """`enrich tasks` lists the address task and its JSON schema."""
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
-    header, _, body = out.partition("\n")
-    assert header.startswith("address (v1): Shipping address")
+    assert [line.split(" ")[0] for line in out.split("\n\n") if line][:3] == ["address", "keywords", "classify"]
+    header, _, body = out.split("\n\n")[0].partition("\n")
+    assert header.startswith("address (v2): Shipping address")
     schema = json.loads(body)
     assert list(schema["properties"]) == ["province", "city", "district", "specific_location", "name", "phone"]
     assert sorted(schema["required"]) == sorted(schema["properties"])

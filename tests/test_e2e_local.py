@@ -43,7 +43,9 @@ def test_jsonl_and_parquet_local(tmp_path: Path, tiny_model: Path) -> None:
     rows_in = write_inputs(tmp_path / "in")
     cfg = JobConfig.model_validate(
         {"input": str(tmp_path / "in"), "output": str(tmp_path / "out"), "model": str(tiny_model),
-         "id_column": "order_id", "engine": ENGINE, "sampling": {"max_tokens": 200}}
+         "id_column": "order_id", "engine": ENGINE, "sampling": {"max_tokens": 200},
+         # Flag mode: random weights rarely name a real district; flagged rows stay in the output.
+         "task_options": {"flag_invalid": True}}
     )
     summary = run(cfg)
     fs = fsspec.filesystem("file")
@@ -55,6 +57,9 @@ def test_jsonl_and_parquet_local(tmp_path: Path, tiny_model: Path) -> None:
     check_enriched_schema(ok, ["order_id", "text"], summary.fingerprint)
     check_rejects_schema(bad)
     assert set(ok.column("enrich_model").to_pylist()) == {str(tiny_model)}
+    for column in ("province_norm", "city_norm", "district_norm", "adcode", "phone_norm", "address_issue"):
+        assert column in ok.column_names
+    assert set(ok.column("enrich_task_version").to_pylist()) == {"2-flag"}
 
     by_id = {r["row_id"]: r for r in bad.to_pylist()}
     jsonl = str(tmp_path / "in" / "orders.jsonl")

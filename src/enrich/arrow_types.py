@@ -19,6 +19,8 @@ _SCALARS: dict[Any, pa.DataType] = {
 
 def arrow_type(annotation: Any) -> pa.DataType:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # constrained items, e.g. list[Annotated[int, Ge(0)]]
+        return arrow_type(typing.get_args(annotation)[0])
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if origin in (typing.Union, types.UnionType) and len(args) == 1:
         return arrow_type(args[0])  # Optional[X]

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from enrich.config import JobConfig
 
-_NESTED = ("engine", "sampling")
+_NESTED = ("task_options", "engine", "sampling")
 
 
 def _flag(name: str) -> str:
@@ -86,11 +86,18 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 
 def _print_tasks() -> None:
-    from enrich.tasks import TASKS
+    from enrich.tasks import TASK_FACTORIES, build_task
 
-    for task in TASKS.values():
+    for name in TASK_FACTORIES:
+        if name == "custom":
+            print("custom: your schema (--output-schema module:Class or .json) and prompt template")
+            continue
+        task = build_task(name)
         print(f"{task.name} (v{task.version}): {task.description}")
         print(json.dumps(task.json_schema(), ensure_ascii=False, indent=2))
+        if task.choices:
+            print(f"decodes exactly one of: {', '.join(task.choices)}")
+        print()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

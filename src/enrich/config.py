@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class EngineConfig(BaseModel):
@@ -57,6 +57,41 @@ class SamplingConfig(BaseModel):
     retry_temperature: float = Field(0.7, ge=0, description="Temperature of resampling attempts.")
 
 
+class TaskOptions(BaseModel):
+    """Options of the built-in tasks (each names its task)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flag_invalid: bool = Field(
+        False,
+        description="address: keep rows whose divisions/phone cannot be reconciled, with an "
+        "address_issue column, instead of rejecting them.",
+    )
+    max_keywords: int = Field(8, ge=1, le=64, description="keywords: most keywords per row.")
+    require_grounded: bool = Field(
+        False, description="keywords: keep only keywords found in the text; reject rows with none."
+    )
+    labels: list[str] | None = Field(
+        None,
+        description="classify: category labels, comma-separated on the command line "
+        "(default: the 14 MMLU-Pro categories).",
+    )
+    output_schema: str | None = Field(
+        None, description="custom: output model as module:Class or a JSON Schema file (.json)."
+    )
+    prompt_template: str | None = Field(
+        None, description="custom: prompt template file with {text} and {column} placeholders."
+    )
+    system_prompt: str | None = Field(
+        None, description="custom: system prompt (default: asks for JSON matching the schema)."
+    )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: object) -> object:
+        return [s.strip() for s in value.split(",")] if isinstance(value, str) else value
+
+
 class JobConfig(BaseModel):
     """One enrich run: what to read, which task and model, where to write."""
 
@@ -97,6 +132,9 @@ class JobConfig(BaseModel):
     )
     overwrite: bool = Field(
         False, description="Replace committed outputs (also those with another fingerprint)."
+    )
+    task_options: TaskOptions = Field(
+        default_factory=TaskOptions, description="Options of the built-in tasks."
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     sampling: SamplingConfig = Field(

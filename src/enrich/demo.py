@@ -54,11 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     summary = run(cfg)
     print()
     print(summary.human())
-    enriched = pq.read_table(args.output)  # part files only: _rejects/ etc. are skipped
-    print(f"\n{enriched.num_rows} enriched rows in {args.output}/, e.g.:")
-    for row in enriched.select(["order_id", "text", "province", "city", "district", "phone"]).slice(0, 3).to_pylist():
+    if summary.rows_ok:
+        enriched = pq.read_table(args.output)  # part files only: _rejects/ etc. are skipped
+        print(f"\n{enriched.num_rows} enriched rows in {args.output}/, e.g.:")
+        columns = ["order_id", "province", "city", "district", "adcode", "phone_norm"]
+        for row in enriched.select(columns).slice(0, 3).to_pylist():
+            print("  ", row)
+    rejects = pq.read_table(f"{args.output}/_rejects")
+    print(f"\n{rejects.num_rows} rejected rows in {args.output}/_rejects/, e.g.:")
+    for row in rejects.select(["row_id", "reason", "message"]).slice(0, 3).to_pylist():
         print("  ", row)
-    print(f"rejects (with reason, message, raw output) in {args.output}/_rejects/")
     if not os.environ.get("ENRICH_MODEL"):
         print(BANNER, file=sys.stderr)
     return 0 if summary.invariant_ok else 1

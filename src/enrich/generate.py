@@ -17,7 +17,7 @@ import pyarrow as pa
 from enrich import columns as C
 from enrich.config import JobConfig
 from enrich.model_store import local_model_path
-from enrich.tasks import Task, get_task
+from enrich.tasks import Task, task_for
 from enrich.validate import RejectReason, validate_output
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class EngineActor:
 
         started = time.monotonic()
         self.cfg = cfg
-        self.task = get_task(cfg.task)
+        self.task = task_for(cfg)
         self.llm = LLM(**engine_kwargs(cfg))
         self.params = sampling_params(cfg, self.task)
         self.lora = lora_request(cfg)

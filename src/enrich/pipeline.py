@@ -22,7 +22,7 @@ from enrich.generate import EngineActor
 from enrich.prepare import prepare_batch
 from enrich.read import ShardInfo, discover_shards, read_shard
 from enrich.summary import RunSummary, build_summary
-from enrich.tasks import Task, get_task
+from enrich.tasks import Task, task_for
 from enrich.validate import validate_batch
 from enrich.write import Lineage
 
@@ -99,14 +99,14 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo]) -> Any:
             max_task_retries=MAX_ENGINE_RESTARTS,
             **engine_resources,
         )
-        .map_batches(validate_batch, batch_format="pyarrow", fn_kwargs={"task_name": cfg.task})
+        .map_batches(validate_batch, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
     )
 
 
 def run(cfg: JobConfig) -> RunSummary:
     """Run one job to completion; returns its summary (also written as _summary.json)."""
     started = time.time()
-    task = get_task(cfg.task)
+    task = task_for(cfg)
     lineage = Lineage(
         cfg.model, cfg.model_revision, cfg.adapter, task.name, task.version, fingerprint(cfg, task)
     )

@@ -14,7 +14,7 @@ import pyarrow as pa
 from enrich import columns as C
 from enrich.config import JobConfig
 from enrich.model_store import local_model_path
-from enrich.tasks import Task, get_task
+from enrich.tasks import Task, task_for
 
 
 @lru_cache(maxsize=4)
@@ -37,7 +37,7 @@ def render_prompt(tokenizer: Any, task: Task, row: dict[str, Any]) -> str:
 
 def prepare_batch(table: pa.Table, cfg: JobConfig) -> pa.Table:
     """Add prompt token ids (null for rejected rows) and mark unsendable rows."""
-    task = get_task(cfg.task)
+    task = task_for(cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.model_revision, cfg.s3_endpoint)
     texts = table.column(C.TEXT).to_pylist()
     reasons = table.column(C.REASON).to_pylist()
@@ -52,7 +52,10 @@ def prepare_batch(table: pa.Table, cfg: JobConfig) -> pa.Table:
         if text is None or not text.strip():
             reasons[i], messages[i] = "empty_text", "text is null or blank"
             continue
-        prompts[i] = render_prompt(tokenizer, task, {**inputs[i], "text": text})
+        try:
+            prompts[i] = render_prompt(tokenizer, task, {**inputs[i], "text": text})
+        except (KeyError, ValueError) as exc:  # e.g. a template column missing in this row
+            reasons[i], messages[i] = "bad_input", f"cannot render the prompt: {exc}"
 
     token_ids: list[list[int] | None] = [None] * table.num_rows
     counts: list[int | None] = [None] * table.num_rows

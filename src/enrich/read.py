@@ -30,6 +30,12 @@ class InputError(ValueError):
     """A whole input file cannot be read (missing column, wrong type, corrupt file)."""
 
 
+def storage_error(url: str, exc: OSError) -> InputError:
+    """A storage failure that retries did not cure (access denied, retries exhausted), as an
+    InputError naming the URL and the cause: s3fs's own messages ("Forbidden") name neither."""
+    return InputError(f"{url}: {type(exc).__name__}: {exc}")
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """One input file, identified by its URL and the version we saw (etag or mtime, size)."""
@@ -65,6 +71,13 @@ def _version(info: dict[str, Any]) -> str:
 def discover_shards(cfg: JobConfig) -> list[ShardInfo]:
     """All shards named by `cfg.input` (file, folder, glob), sorted by URL."""
     fs, path = filesystem(cfg.input, cfg.s3_endpoint)
+    try:
+        return _discover(cfg, fs, path)
+    except OSError as exc:
+        raise storage_error(cfg.input, exc) from exc
+
+
+def _discover(cfg: JobConfig, fs: AbstractFileSystem, path: str) -> list[ShardInfo]:
     explicit = True
     if any(ch in path for ch in "*?["):
         paths = [p for p in fs.glob(path) if not _hidden(p.rsplit("/", 1)[-1])]
@@ -138,6 +151,13 @@ def _with_columns(table: pa.Table, extra: dict[str, pa.Array]) -> pa.Table:
 
 # ---------------------------------------------------------------- JSONL
 def _jsonl_chunks(shard: ShardInfo, cfg: JobConfig) -> Iterator[pa.Table]:
+    try:
+        yield from _jsonl_chunks_unwrapped(shard, cfg)
+    except OSError as exc:
+        raise storage_error(shard.url, exc) from exc
+
+
+def _jsonl_chunks_unwrapped(shard: ShardInfo, cfg: JobConfig) -> Iterator[pa.Table]:
     fs, path = filesystem(shard.url, cfg.s3_endpoint)
     rows: list[dict[str, Any]] = []
     problems: list[tuple[str | None, str | None, str | None]] = []  # text, reason, message
@@ -218,6 +238,11 @@ def _mixed_types_table(rows: list[dict[str, Any]]) -> pa.Table:
 # ---------------------------------------------------------------- Parquet
 def _parquet_chunks(shard: ShardInfo, cfg: JobConfig) -> Iterator[pa.Table]:
     fs, path = filesystem(shard.url, cfg.s3_endpoint)
+    try:
+        # pyarrow's fsspec bridge reports any failure to open as "file not found": ask first.
+        fs.info(path)
+    except OSError as exc:
+        raise storage_error(shard.url, exc) from exc
     try:
         parquet = pq.ParquetFile(path, filesystem=_arrow_fs(fs))
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ValidationError
 
 from enrich import columns as C
 from enrich.arrow_types import arrow_schema
-from enrich.tasks import DomainError, Task, get_task
+from enrich.config import JobConfig
+from enrich.tasks import DomainError, Task, task_for
 
 
 class RejectReason(str, Enum):
@@ -59,9 +60,9 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_batch(table: pa.Table, task_name: str) -> pa.Table:
+def validate_batch(table: pa.Table, cfg: JobConfig) -> pa.Table:
     """Add the task's typed output columns (null on rejected rows) and final reasons."""
-    task = get_task(task_name)
+    task = task_for(cfg)
     reasons = table.column(C.REASON).to_pylist()
     messages = table.column(C.MESSAGE).to_pylist()
     raws = table.column(C.RAW_OUTPUT).to_pylist()

@@ -28,7 +28,7 @@ _SCALARS: dict[str, type] = {"string": str, "integer": int, "number": float, "bo
 _CONSTRAINTS = {  # JSON Schema keyword -> pydantic Field keyword
     "maxLength": "max_length", "minLength": "min_length", "pattern": "pattern", "minimum": "ge",
     "maximum": "le", "exclusiveMinimum": "gt", "exclusiveMaximum": "lt", "minItems": "min_length",
-    "maxItems": "max_length",
+    "maxItems": "max_length", "description": "description",
 }
 DEFAULT_TEMPLATE = "{text}"
 
@@ -53,8 +53,6 @@ class _Builder:
         if unknown:
             raise ValueError(f"{ptr or '/'}: unsupported keyword(s) {sorted(unknown)} for type {kind!r}")
         kwargs = {_CONSTRAINTS[k]: v for k, v in node.items() if k in _CONSTRAINTS}
-        if "description" in node:
-            kwargs["description"] = node["description"]
         if kind == "string" and "pattern" in node and {"minLength", "maxLength"} & set(node):
             # xgrammar cannot combine the two (vLLM falls back or fails); say so up front.
             raise ValueError(f"{ptr}: pattern together with minLength/maxLength is not supported")
@@ -71,8 +69,7 @@ class _Builder:
             item, item_kwargs = self.type_and_field(node["items"], f"{ptr}/items")
             item_kwargs.pop("description", None)
             return list[Annotated[item, Field(**item_kwargs)] if item_kwargs else item], kwargs
-        desc = {"description": node["description"]} if "description" in node else {}
-        return self.model(node, ptr, node.get("title") or _class_name(ptr)), desc
+        return self.model(node, ptr, node.get("title") or _class_name(ptr)), kwargs
 
     def follow(self, node: dict[str, Any], ptr: str) -> tuple[Any, dict[str, Any]]:
         """Local refs as pydantic writes them (`#/$defs/Name`), so dumped schemas load too."""
@@ -177,7 +174,10 @@ def make_renderer(template: str) -> Callable[[Mapping[str, Any]], str]:
 
 def default_system_prompt(model: type[BaseModel]) -> str:
     schema = json.dumps(model.model_json_schema(), ensure_ascii=False, sort_keys=True)
-    return f"Extract the requested information from the user's text. Answer with JSON matching this schema:\n{schema}"
+    return (
+        "Extract the requested information from the user's text. "
+        f"Answer with JSON matching this schema:\n{schema}"
+    )
 
 
 def make_custom_task(

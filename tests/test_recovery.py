@@ -1,0 +1,136 @@
+"""Real faults: an engine actor killed mid-run, the driver killed and re-run, a model that
+cannot load. Every row must still land exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from enrich.config import JobConfig
+from enrich.pipeline import run
+from tests.helpers import check_every_row_once, read_output, synthetic_addresses
+
+pytestmark = pytest.mark.slow
+
+ENGINE = {"gpu_memory_utilization": 0.25, "batch_size": 8, "max_model_len": 1024}
+
+
+def write_shards(folder: Path, shards: int, rows: int) -> int:
+    folder.mkdir(parents=True)
+    for s in range(shards):
+        texts = synthetic_addresses(rows, seed=s * rows)
+        lines = [json.dumps({"text": t}, ensure_ascii=False) for t in texts]
+        (folder / f"part-{s}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return shards * rows
+
+
+def engine_actor_pids() -> list[int]:
+    """Processes whose title names our engine actor (Ray sets ray::MapWorker(...EngineActor))."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "EngineActor" in cmdline and "MapWorker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_engine_actor_killed_mid_run(tmp_path: Path, tiny_model: Path) -> None:
+    rows_in = write_shards(tmp_path / "in", shards=4, rows=16)
+    out = tmp_path / "out"
+    cfg = JobConfig.model_validate(
+        {"input": str(tmp_path / "in"), "output": str(out), "model": str(tiny_model), "engine": ENGINE}
+    )
+    killed: list[int] = []
+
+    def kill_after_first_commit() -> None:
+        deadline = time.time() + 400
+        while time.time() < deadline and not killed:
+            if list((out / "_manifests").glob("*.json")):
+                for pid in engine_actor_pids():
+                    os.kill(pid, signal.SIGKILL)  # a real crash: no cleanup, no exception
+                    killed.append(pid)
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_after_first_commit, daemon=True)
+    killer.start()
+    summary = run(cfg)
+    killer.join(timeout=5)
+    assert killed, "the engine actor was never killed (run finished too fast?)"
+    assert summary.shards_processed == 4
+    ok, bad, written = read_output(fsspec.filesystem("file"), str(out))
+    check_every_row_once(ok, bad, written, rows_in)
+    assert engine_actor_pids() == [] or set(engine_actor_pids()).isdisjoint(killed)
+
+
+def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
+    rows_in = write_shards(tmp_path / "in", shards=4, rows=16)
+    out = tmp_path / "out"
+    cmd = [
+        str(Path(sys.executable).parent / "enrich"), "run", "--input", str(tmp_path / "in"),
+        "--output", str(out), "--model", str(tiny_model), "--batch-size", "8",
+        "--gpu-memory-utilization", "0.25", "--max-model-len", "1024",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while time.time() < deadline and not list((out / "_manifests").glob("*.json")):
+        assert first.poll() is None, "the first run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started
+    first.wait(timeout=30)
+    _stop_orphans()
+    committed_before = len(list((out / "_manifests").glob("*.json")))
+    assert 1 <= committed_before < 4
+    assert not (out / "_SUCCESS").exists()
+
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    _stop_orphans()
+    assert second.returncode == 0, second.stderr[-3000:]
+    ok, bad, written = read_output(fsspec.filesystem("file"), str(out))
+    assert written["shards_skipped"] == committed_before
+    assert written["output_rows_ok"] + written["output_rows_rejected"] == rows_in
+    # Across both runs: every input row exactly once, no duplicates, no gaps.
+    keys = list(zip(ok.column("enrich_source_file").to_pylist(), ok.column("enrich_row_index").to_pylist()))
+    keys += list(zip(bad.column("source_file").to_pylist(), bad.column("row_index").to_pylist()))
+    assert len(keys) == len(set(keys)) == rows_in
+    assert (out / "_SUCCESS").exists() and not (out / "_staging").exists()
+
+
+def _stop_orphans() -> None:
+    """A SIGKILLed driver cannot stop the Ray it embedded; stop what is left of it."""
+    ray_bin = Path(sys.executable).parent / "ray"
+    subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_engine_that_cannot_start_fails_fast(tmp_path: Path, tiny_model: Path) -> None:
+    """Corrupt weights: the job fails with the engine's cause in well under a minute of
+    retries, instead of restarting the engine forever."""
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    write_shards(tmp_path / "in", shards=1, rows=4)
+    cfg = JobConfig.model_validate(
+        {"input": str(tmp_path / "in"), "output": str(tmp_path / "out"), "model": str(broken), "engine": ENGINE}
+    )
+    started = time.time()
+    with pytest.raises(Exception) as failure:
+        run(cfg)
+    assert time.time() - started < 240
+    text = str(failure.value) + repr(failure.value.__cause__)
+    assert any(word in text for word in ("safetensors", "header", "Engine core initialization failed", "EngineActor")), text
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
