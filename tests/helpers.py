@@ -36,9 +36,16 @@ def check_every_row_once(ok: pa.Table, bad: pa.Table, summary: dict[str, Any], r
     assert summary["invariant_ok"] is True
     assert summary["rows_in"] == summary["rows_ok"] + summary["rows_rejected"] == rows_in
     assert ok.num_rows == summary["rows_ok"] and bad.num_rows == summary["rows_rejected"]
-    keys = list(zip(ok.column("enrich_source_file").to_pylist(), ok.column("enrich_row_index").to_pylist()))
+    assert len(row_keys(ok, bad)) == len(set(row_keys(ok, bad))) == rows_in
+
+
+def row_keys(ok: pa.Table, bad: pa.Table) -> list[tuple[str, int]]:
+    """(source file, row index) of every output row, enriched and rejected."""
+    keys = []
+    if ok.num_rows:  # a run with no valid row writes no enriched file
+        keys += list(zip(ok.column("enrich_source_file").to_pylist(), ok.column("enrich_row_index").to_pylist()))
     keys += list(zip(bad.column("source_file").to_pylist(), bad.column("row_index").to_pylist()))
-    assert len(keys) == len(set(keys)) == rows_in
+    return keys
 
 
 def check_enriched_schema(ok: pa.Table, input_columns: list[str], fingerprint: str) -> None:

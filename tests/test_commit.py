@@ -153,14 +153,17 @@ def test_reject_input_json_holds_only_input_columns(tmp_path: Path) -> None:
 
 
 def test_all_rows_rejected_shard(tmp_path: Path) -> None:
-    """A shard whose rows are all rejected has no enriched file but a manifest and rejects."""
+    """A shard whose rows are all rejected has an empty enriched file (with the schema), a
+    manifest and its rejects."""
     a = make_shard(tmp_path, "a.jsonl")
     oc = committer(tmp_path)
     oc.plan([a])
     oc.add(finished(a, [0, 1], 2, rejects={0: "bad_input", 1: "bad_input"}))
     oc.finish()
     m = manifest(tmp_path / "out", a)
-    assert (m["rows_ok"], m["rows_rejected"], m["files"]) == (0, 2, [])
+    assert (m["rows_ok"], m["rows_rejected"], m["files"]) == (0, 2, [f"part-{a.shard_id}-0.parquet"])
+    empty = pq.read_table(tmp_path / "out" / m["files"][0])
+    assert empty.num_rows == 0 and "province" in empty.column_names and "enrich_fingerprint" in empty.column_names
     assert pq.read_table(tmp_path / "out" / m["reject_files"][0]).num_rows == 2
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from enrich.config import JobConfig
 from enrich.pipeline import run
-from tests.helpers import check_every_row_once, read_output, synthetic_addresses
+from tests.helpers import check_every_row_once, read_output, row_keys, synthetic_addresses
 
 pytestmark = pytest.mark.slow
 
@@ -105,8 +105,7 @@ def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
     assert written["shards_skipped"] == committed_before
     assert written["output_rows_ok"] + written["output_rows_rejected"] == rows_in
     # Across both runs: every input row exactly once, no duplicates, no gaps.
-    keys = list(zip(ok.column("enrich_source_file").to_pylist(), ok.column("enrich_row_index").to_pylist()))
-    keys += list(zip(bad.column("source_file").to_pylist(), bad.column("row_index").to_pylist()))
+    keys = row_keys(ok, bad)
     assert len(keys) == len(set(keys)) == rows_in
     assert (out / "_SUCCESS").exists() and not (out / "_staging").exists()
 

@@ -89,6 +89,14 @@ class OutputCommitter:
             if shard.expected >= 0 and shard.count == shard.expected:
                 self._commit(shard)
 
+    def done_bytes(self) -> float:
+        """Input bytes finished: committed shards plus the finished share of open ones."""
+        done = sum(m.size for m in self.committed)
+        for shard in self.open.values():
+            if shard.expected > 0:
+                done += shard.info.size * shard.count / shard.expected
+        return float(done)
+
     def _shard_for(self, source: str) -> _OpenShard:
         shard = self.open.get(ShardInfo(source, "", 0, "").shard_id)
         if shard is None:

@@ -130,6 +130,9 @@ class JobConfig(BaseModel):
         description="Ray cluster to use; default: RAY_ADDRESS (set by `ray job submit`), "
         "else an embedded local Ray.",
     )
+    status_every_seconds: float = Field(
+        30.0, gt=0, description="Seconds between one-line progress reports in the log."
+    )
     overwrite: bool = Field(
         False, description="Replace committed outputs (also those with another fingerprint)."
     )

@@ -20,6 +20,7 @@ from enrich.commit import OutputCommitter
 from enrich.config import JobConfig
 from enrich.generate import EngineActor
 from enrich.prepare import prepare_batch
+from enrich.progress import ProgressReporter
 from enrich.read import ShardInfo, discover_shards, read_shard
 from enrich.summary import RunSummary, build_summary
 from enrich.tasks import Task, task_for
@@ -119,9 +120,13 @@ def run(cfg: JobConfig) -> RunSummary:
     if todo:
         init_ray(cfg)
         ds = build_dataset(cfg, todo)
+        progress = ProgressReporter(sum(s.size for s in todo), len(todo), cfg.status_every_seconds)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             engine_started = engine_started or time.time()
-            committer.add(_as_table(batch))
+            table = _as_table(batch)
+            committer.add(table)
+            progress.add(table)
+            progress.maybe_log(committer.done_bytes(), len(committer.committed))
     committer.finish()
     summary = build_summary(cfg, lineage, committer, started, engine_started)
     committer.write_text("_summary.json", summary.model_dump_json(indent=2))

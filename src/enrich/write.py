@@ -139,8 +139,11 @@ class ShardWriter:
         self.rows_rejected = 0
         self.output_tokens = 0
         self.rejects_by_reason: dict[str, int] = {}
+        self.ok_schema: pa.Schema | None = None  # for an empty enriched file
 
     def add(self, table: pa.Table, lineage: Lineage, output_names: list[str]) -> None:
+        if self.ok_schema is None:
+            self.ok_schema = enriched_rows(table.slice(0, 0), lineage, output_names).schema
         reasons = table.column(C.REASON)
         rejected = reasons.is_valid()
         ok = table.filter(reasons.is_null())
@@ -157,7 +160,8 @@ class ShardWriter:
                 self.rejects_by_reason[reason] = self.rejects_by_reason.get(reason, 0) + 1
 
     def close(self) -> tuple[list[str], list[str]]:
-        return self.ok.close(), self.rejects.close(empty_schema=C.REJECTS_SCHEMA)
+        # Both tables get a file per shard even when empty, so readers always find a schema.
+        return self.ok.close(self.ok_schema), self.rejects.close(empty_schema=C.REJECTS_SCHEMA)
 
 
 def enriched_rows(table: pa.Table, lineage: Lineage, output_names: list[str]) -> pa.Table:
