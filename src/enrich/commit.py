@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from enrich import columns as C
 from enrich.config import JobConfig
-from enrich.read import ShardInfo
+from enrich.read import BAD_FILE, ShardInfo
 from enrich.storage import filesystem, join, remove
 from enrich.write import Lineage, ShardManifest, ShardWriter
 
@@ -45,6 +45,7 @@ class OutputCommitter:
         self.committed: list[ShardManifest] = []
         self.skipped: list[ShardManifest] = []
         self.duplicates_dropped = 0
+        self.bad_files: dict[str, str] = {}  # skipped file -> problem
 
     def path(self, *parts: str) -> str:
         return join(self.root, *parts)
@@ -83,11 +84,25 @@ class OutputCommitter:
         """Route a batch of finished rows to their shards; commit shards that are complete."""
         for source in pc.unique(table.column(C.SOURCE_FILE)).to_pylist():
             part = table.filter(pc.equal(table.column(C.SOURCE_FILE), source))
+            if source in self.bad_files:
+                continue  # rows read before the file's problem showed up: dropped with it
+            marker = part.filter(pc.equal(part.column(C.REASON), BAD_FILE))
+            if marker.num_rows:
+                self._drop(source, marker.column(C.MESSAGE)[0].as_py())
+                continue
             shard = self._shard_for(source)
             part = self._count(shard, part)
             shard.writer.add(part, self.lineage, self.output_names)
             if shard.expected >= 0 and shard.count == shard.expected:
                 self._commit(shard)
+
+    def _drop(self, source: str, message: str) -> None:
+        """--on-bad-file skip: forget the shard (no manifest, so a rerun retries it)."""
+        shard = self._shard_for(source)
+        del self.open[shard.info.shard_id]
+        self._remove(self.path("_staging", shard.info.shard_id), recursive=True)
+        self.bad_files[source] = message
+        log.warning("skipped %s", message)
 
     def done_bytes(self) -> float:
         """Input bytes finished: committed shards plus the finished share of open ones."""

@@ -133,6 +133,16 @@ class JobConfig(BaseModel):
     status_every_seconds: float = Field(
         30.0, gt=0, description="Seconds between one-line progress reports in the log."
     )
+    on_bad_file: Literal["fail", "skip"] = Field(
+        "fail",
+        description="A whole-file problem (corrupt Parquet, missing or non-string text column): "
+        "fail the run, or skip the file and list it in _summary.json (a rerun retries it).",
+    )
+    on_too_long: Literal["reject", "truncate"] = Field(
+        "reject",
+        description="A prompt over the token budget: reject the row (too_long), or cut the text "
+        "to fit.",
+    )
     overwrite: bool = Field(
         False, description="Replace committed outputs (also those with another fingerprint)."
     )

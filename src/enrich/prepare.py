@@ -35,6 +35,26 @@ def render_prompt(tokenizer: Any, task: Task, row: dict[str, Any]) -> str:
     )
 
 
+def _truncated(
+    tokenizer: Any, task: Task, row: dict[str, Any], length: int, budget: int
+) -> list[int] | None:
+    """Prompt ids with the row's text cut (by its own tokens) until the prompt fits; None when
+    even an empty text would not fit."""
+    text_ids = tokenizer(row["text"], add_special_tokens=False).input_ids
+    overhead = length - len(text_ids)  # system prompt, template, chat markup
+    keep = budget - overhead
+    for _ in range(3):  # token boundaries can shift when re-encoding: shrink until it fits
+        if keep <= 0:
+            break
+        cut = tokenizer.decode(text_ids[:keep], skip_special_tokens=True)
+        prompt = render_prompt(tokenizer, task, {**row, "text": cut})
+        ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        if len(ids) <= budget:
+            return ids
+        keep -= len(ids) - budget
+    return None
+
+
 def prepare_batch(table: pa.Table, cfg: JobConfig) -> pa.Table:
     """Add prompt token ids (null for rejected rows) and mark unsendable rows."""
     task = task_for(cfg)
@@ -64,6 +84,8 @@ def prepare_batch(table: pa.Table, cfg: JobConfig) -> pa.Table:
         order = list(prompts)
         encoded = tokenizer([prompts[i] for i in order], add_special_tokens=False).input_ids
         for i, ids in zip(order, encoded):
+            if len(ids) > budget and cfg.on_too_long == "truncate":
+                ids = _truncated(tokenizer, task, {**inputs[i], "text": texts[i]}, len(ids), budget) or ids
             counts[i] = len(ids)
             if len(ids) > budget:
                 reasons[i] = "too_long"

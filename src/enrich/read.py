@@ -108,7 +108,25 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
+BAD_FILE = "bad_file"  # reason on the marker row of a skipped file (never written as a reject)
+
+
 def read_shard(shard: ShardInfo, cfg: JobConfig) -> Iterator[pa.Table]:
+    """Stream a shard; with `on_bad_file == "skip"` a whole-file problem ends the stream with
+    one marker row (reason BAD_FILE) telling the driver to drop the shard and list it."""
+    try:
+        yield from _read_shard(shard, cfg)
+    except InputError as exc:
+        if cfg.on_bad_file != "skip":
+            raise
+        marker = _lineage(shard, -1, 1, None)
+        marker[C.TEXT] = pa.nulls(1, pa.string())
+        marker[C.REASON] = pa.array([BAD_FILE], pa.string())
+        marker[C.MESSAGE] = pa.array([str(exc)], pa.string())
+        yield pa.table(marker)
+
+
+def _read_shard(shard: ShardInfo, cfg: JobConfig) -> Iterator[pa.Table]:
     """Stream a shard as chunks; the last chunk carries the shard's row count (see columns)."""
     chunks = _jsonl_chunks(shard, cfg) if shard.format == "jsonl" else _parquet_chunks(shard, cfg)
     held: pa.Table | None = None

@@ -23,6 +23,9 @@ class RunSummary(BaseModel):
     shards_total: int
     shards_processed: int
     shards_skipped: int = Field(..., description="Already committed with this fingerprint.")
+    bad_files: dict[str, str] = Field(
+        default_factory=dict, description="Files skipped by --on-bad-file skip, with the problem."
+    )
     output_rows_ok: int = Field(..., description="Enriched rows in the whole output.")
     output_rows_rejected: int = Field(..., description="Rejected rows in the whole output.")
     wall_seconds: float
@@ -49,6 +52,8 @@ class RunSummary(BaseModel):
             f"  rows_in {self.rows_in} = rows_ok {self.rows_ok} + rows_rejected "
             f"{self.rows_rejected}  [{'OK' if self.invariant_ok else 'BROKEN'}]",
         ]
+        for path, problem in self.bad_files.items():
+            lines.append(f"  SKIPPED {path}: {problem}")
         if self.rejects_by_reason:
             reasons = ", ".join(f"{k} {v}" for k, v in self.rejects_by_reason.items())
             lines.append(f"  rejects {reasons}")
@@ -83,9 +88,10 @@ def build_summary(
         rows_rejected=rows_rejected,
         invariant_ok=rows_in == rows_ok + rows_rejected,
         rejects_by_reason=dict(sorted(reasons.items())),
-        shards_total=len(done) + len(committer.skipped),
+        shards_total=len(done) + len(committer.skipped) + len(committer.bad_files),
         shards_processed=len(done),
         shards_skipped=len(committer.skipped),
+        bad_files=dict(committer.bad_files),
         output_rows_ok=rows_ok + sum(m.rows_ok for m in committer.skipped),
         output_rows_rejected=rows_rejected + sum(m.rows_rejected for m in committer.skipped),
         wall_seconds=round(wall, 3),
