@@ -91,7 +91,7 @@ def test_custom_schema_from_yaml_spec(tmp_path: Path, tiny_model: Path) -> None:
             "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
             "author": {
                 "type": "object",
-                "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+                "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0, "maximum": 150}},
                 "required": ["name", "age"],
             },
             "urgent": {"type": "boolean"},
