@@ -81,3 +81,27 @@ def test_too_long_rejected_or_truncated(tmp_path: Path, tiny_model: Path) -> Non
     cut = prepare_batch(table, cfg_for(tmp_path, **base, on_too_long="truncate"))
     assert cut.column(C.REASON).to_pylist() == [None, None]
     assert 300 < cut.column(C.PROMPT_TOKENS)[0].as_py() <= 384
+
+
+def test_rejects_feed_back_as_input(tmp_path: Path) -> None:
+    """A rejects file is a valid input shard: --text-column input_text --id-column row_id."""
+    from enrich.write import reject_rows
+
+    table = pa.table({
+        "order_id": pa.array(["A1", "A2"], pa.string()),
+        C.ROW_ID: pa.array(["A1", "A2"], pa.string()),
+        C.SOURCE_FILE: pa.array(["/in/a.jsonl"] * 2, pa.string()),
+        C.ROW_INDEX: pa.array([0, 1], pa.int64()),
+        C.TEXT: pa.array(["天津市河西区珠江道21号", "浙江省杭州市西湖区"], pa.string()),
+        C.REASON: pa.array(["truncated", "domain_check"], pa.string()),
+        C.MESSAGE: pa.array(["m1", "m2"], pa.string()),
+        C.RAW_OUTPUT: pa.array(["{", "{}"], pa.string()),
+        C.ATTEMPTS: pa.array([2, 2], pa.int32()),
+    })
+    (tmp_path / "in").mkdir()
+    pq.write_table(reject_rows(table, LINEAGE, ["province"]), tmp_path / "in" / "rejects.parquet")
+    cfg = cfg_for(tmp_path, text_column="input_text", id_column="row_id")
+    chunks = list(read_shard(discover_shards(cfg)[0], cfg))
+    assert chunks[0].column(C.ROW_ID).to_pylist() == ["A1", "A2"]
+    assert chunks[0].column(C.TEXT).to_pylist() == ["天津市河西区珠江道21号", "浙江省杭州市西湖区"]
+    assert chunks[0].column(C.REASON).to_pylist() == [None, None]
