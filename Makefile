@@ -31,6 +31,7 @@ test-fast: install
 	$(PY) -m pytest -v -m "not slow"
 
 bench: install
+	$(PY) -m pip install --quiet -e '.[$(EXTRA),test,bench]'
 	$(PY) bench/run.py
 
 clean:

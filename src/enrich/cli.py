@@ -67,7 +67,62 @@ def build_parser() -> argparse.ArgumentParser:
         assert isinstance(model, type) and issubclass(model, BaseModel)
         _add_model_options(run.add_argument_group(nested, model.__doc__), model, f"{nested}.")
     sub.add_parser("tasks", help="list the available tasks and their output schemas")
+    _add_eval_parser(sub)
     return parser
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "eval", help="score a model on a gold set, next to baselines (report.md, eval.json, plots)",
+        description="Run the real pipeline over a gold set's texts and score the outputs. Writes "
+        "OUTPUT/report.md, OUTPUT/eval.json and PNG plots; the pipeline output goes to OUTPUT/run/.",
+    )
+    ev.add_argument("--task", required=True, help="address, keywords, classify (or any task with --gold-columns)")
+    ev.add_argument("--data", required=True, help="gold set: address .jsonl (chat), keywords CSL .tsv or "
+                    "FewCLUE .json, classify MMLU-Pro .jsonl; or a JSONL/Parquet table with --gold-columns")
+    ev.add_argument("--model", required=True, help="hub id, local folder, or s3:// prefix")
+    ev.add_argument("--output", required=True, help="folder or s3:// prefix for the eval outputs")
+    ev.add_argument("--limit", type=int, help="score only the first N gold examples")
+    ev.add_argument("--k", type=int, default=5, help="keywords: top k scored, for the model and baselines (default: 5)")
+    ev.add_argument("--adapter", help="LoRA adapter: hub id, local folder or s3:// prefix")
+    ev.add_argument("--labels", help="classify: comma-separated labels (default: the 14 MMLU-Pro categories)")
+    ev.add_argument("--gold-columns", help="comma-separated gold columns of a generic table (per-field accuracy)")
+    ev.add_argument("--text-column", default="text", help="with --gold-columns: the input text column (default: text)")
+    ev.add_argument("--model-revision", help="hub revision")
+    ev.add_argument("--s3-endpoint", help="endpoint URL of an S3-compatible store")
+    ev.add_argument("--ray-address", help="Ray cluster address; default RAY_ADDRESS, else embedded Ray")
+    ev.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    for nested in ("engine", "sampling"):
+        model = JobConfig.model_fields[nested].annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        _add_model_options(ev.add_argument_group(nested, model.__doc__), model, f"{nested}.")
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from enrich.eval.runner import headline, run_eval  # imports Ray only when it runs
+
+    nested: dict[str, dict[str, Any]] = {"engine": {}, "sampling": {}}
+    for dest, value in vars(args).items():
+        head, _, tail = dest.partition(".")
+        if tail and value is not None:
+            nested[head][tail] = value
+    job = {"model_revision": args.model_revision, "s3_endpoint": args.s3_endpoint, "ray_address": args.ray_address}
+    try:
+        result = run_eval(
+            args.task, args.data, args.model, args.output, limit=args.limit, k=args.k, adapter=args.adapter,
+            labels=_split(args.labels), gold_columns=_split(args.gold_columns), text_column=args.text_column,
+            engine=nested["engine"], sampling=nested["sampling"], job={k: v for k, v in job.items() if v},
+        )
+    except (ValidationError, ValueError, FileNotFoundError) as exc:
+        print(f"enrich eval: {exc}", file=sys.stderr)
+        return 2
+    print(headline(result))
+    print(f"  report: {args.output.rstrip('/')}/report.md")
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -106,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_tasks()
         return 0
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "eval":
+        return _eval(args)
     try:
         cfg = config_from_args(args)
     except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:

@@ -130,6 +130,13 @@ def run(cfg: JobConfig) -> RunSummary:
     committer.finish()
     summary = build_summary(cfg, lineage, committer, started, engine_started)
     committer.write_text("_summary.json", summary.model_dump_json(indent=2))
+    try:
+        from enrich.report import write_run_report
+
+        manifests = committer.committed + committer.skipped
+        write_run_report(committer.fs, committer.root, summary, manifests, output_names)
+    except Exception:  # noqa: BLE001 - a report failure must not fail a committed run
+        log.warning("run report not written", exc_info=True)
     if not summary.invariant_ok:
         raise RuntimeError(
             f"row count invariant broken: rows_in {summary.rows_in} != "

@@ -1,0 +1,297 @@
+"""Run report: OUTPUT/_report/{report.md, quality.json, *.png}, read back from the written output.
+
+`_report` starts with `_`, so Parquet dataset readers of OUTPUT skip it (like `_rejects`).
+Quality metrics cover the whole output (every manifest passed), the "this run" numbers come
+from the RunSummary. Also the plotting and Markdown helpers `enrich.eval.runner` uses.
+matplotlib is imported on the first plot (Agg canvas, no pyplot state), never at import time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.spec import AbstractFileSystem
+
+from enrich.summary import RunSummary
+from enrich.write import ShardManifest, arrow_fs
+
+REPORT_DIR = "_report"
+MAX_SHARD_BARS = 40  # more shards: a histogram of per-shard reject rates instead of bars
+MAX_SHARD_ROWS = 50  # shards listed in report.md, worst reject rate first
+# Rejects whose row got a model output that was then checked (the validation pass rate's base).
+GENERATED_REJECTS = ("truncated", "invalid_json", "schema_violation", "domain_check")
+
+
+# ---------------------------------------------------------------- plots (bytes, Agg)
+def _figure(width: float = 8.0, height: float = 4.5) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - lazy
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any, ax: Any, title: str, xlabel: str, ylabel: str, empty: bool, counts: str = "") -> bytes:
+    """Titles and axis labels, integer ticks on a `counts` axis ("x"/"y"), then the PNG bytes."""
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    if counts:
+        (ax.xaxis if counts == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if empty:
+        ax.text(0.5, 0.5, "nothing to plot", ha="center", va="center", transform=ax.transAxes)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def grouped_bars_png(
+    groups: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str, xlabel: str,
+    ylabel: str, ymax: float | None = None, fmt: str = "{:.0f}",
+) -> bytes:
+    """Bars per group, one colour per series (a single series is a plain bar chart)."""
+    fig = _figure(max(6.0, 0.6 * len(groups) * max(1, len(series)) + 2))
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        bars = ax.bar(xs, values, width, label=name)
+        ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=8)
+    long = max(map(len, groups), default=0) > 12 or sum(map(len, groups)) > 50
+    ax.set_xticks(range(len(groups)), groups, rotation=30 if long else 0, ha="right" if long else "center")
+    if ymax is not None:
+        ax.set_ylim(0, ymax * 1.08)
+    if len(series) > 1:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig, ax, title, xlabel, ylabel, not groups, "" if ymax else "y")
+
+
+def stacked_barh_png(
+    labels: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str, xlabel: str, ylabel: str
+) -> bytes:
+    fig = _figure(8.0, max(3.0, 0.35 * len(labels) + 1.5))
+    ax = fig.add_subplot()
+    left = [0.0] * len(labels)
+    for name, values in series.items():
+        ax.barh(range(len(labels)), values, left=left, label=name)
+        left = [a + b for a, b in zip(left, values)]
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig, ax, title, xlabel, ylabel, not labels, "x")
+
+
+def histogram_png(
+    values: Sequence[float], bins: int, *, title: str, xlabel: str, ylabel: str,
+    span: tuple[float, float] | None = None,
+) -> bytes:
+    fig = _figure()
+    ax = fig.add_subplot()
+    if values:
+        ax.hist(values, bins=bins, range=span)
+    return _png(fig, ax, title, xlabel, ylabel, not values, "y")
+
+
+def heatmap_png(
+    matrix: Sequence[Sequence[int]], rows: Sequence[str], cols: Sequence[str], *, title: str,
+    xlabel: str, ylabel: str,
+) -> bytes:
+    """Counts as a colour grid, each cell annotated (a confusion matrix)."""
+    fig = _figure(max(6.0, 0.55 * len(cols) + 3), max(4.5, 0.45 * len(rows) + 2.5))
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix or [[0]], cmap="Blues", aspect="auto")
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    fig.colorbar(image, ax=ax, label="rows", ticks=MaxNLocator(integer=True))
+    top = max((v for row in matrix for v in row), default=0)
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                        color="white" if v > top / 2 else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    return _png(fig, ax, title, xlabel, ylabel, not matrix)
+
+
+# ---------------------------------------------------------------- markdown and files
+def md_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
+    return value.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+def put(fs: AbstractFileSystem, path: str, data: bytes | str) -> None:
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    fs.pipe_file(path, data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def iter_batches(
+    fs: AbstractFileSystem, root: str, files: Iterable[str], columns: Sequence[str]
+) -> Iterator[pa.RecordBatch]:
+    """The named columns (those a file has) of the output's Parquet files, batch by batch."""
+    afs = arrow_fs(fs)
+    for rel in files:
+        with pq.ParquetFile(posixpath.join(root, rel), filesystem=afs) as pf:
+            cols = [c for c in columns if c in pf.schema_arrow.names]
+            if cols:
+                yield from pf.iter_batches(columns=cols)
+
+
+# ---------------------------------------------------------------- quality
+def _empty_count(values: pa.Array) -> int:
+    """Nulls, "" and empty lists."""
+    kind = values.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        mask = pc.equal(values, "")
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        mask = pc.equal(pc.list_value_length(values), 0)
+    else:
+        return values.null_count
+    return int(pc.sum(pc.or_(pc.fill_null(mask, False), values.is_null())).as_py() or 0)
+
+
+def quality_metrics(
+    fs: AbstractFileSystem, root: str, manifests: Sequence[ShardManifest], output_fields: Sequence[str]
+) -> dict[str, Any]:
+    """Rates over the whole output; the enriched and rejects files are read column by column."""
+    rows_in = sum(m.rows_in for m in manifests)
+    rows_ok = sum(m.rows_ok for m in manifests)
+    reasons: Counter[str] = Counter()
+    for m in manifests:
+        reasons.update(m.rejects_by_reason)
+    empty: Counter[str] = Counter({f: 0 for f in output_fields})
+    for batch in iter_batches(fs, root, (f for m in manifests for f in m.files), output_fields):
+        for name in batch.schema.names:
+            empty[name] += _empty_count(batch.column(name))
+    attempts: Counter[int] = Counter()
+    for batch in iter_batches(fs, root, (f for m in manifests for f in m.reject_files), ["attempts"]):
+        attempts.update(a for a in batch.column("attempts").to_pylist() if a is not None)
+    generated = rows_ok + sum(reasons[r] for r in GENERATED_REJECTS)
+    tokens = sum(m.output_tokens for m in manifests)
+    return {
+        "shards": len(manifests),
+        "rows_in": rows_in,
+        "rows_ok": rows_ok,
+        "rows_rejected": sum(m.rows_rejected for m in manifests),
+        "ok_rate": ratio(rows_ok, rows_in),
+        "validation_pass_rate": ratio(rows_ok, generated),
+        "rows_generated": generated,
+        "truncation_rate": ratio(reasons["truncated"], rows_in),
+        "rejects_by_reason": dict(sorted(reasons.items())),
+        "reject_rate_by_reason": {r: ratio(n, rows_in) for r, n in sorted(reasons.items())},
+        "empty_rows": dict(empty),
+        "empty_rate": {f: ratio(n, rows_ok) for f, n in empty.items()},
+        "reject_attempts": {str(a): n for a, n in sorted(attempts.items())},
+        "output_tokens": tokens,
+        "output_tokens_per_row": ratio(tokens, rows_in),
+    }
+
+
+# ---------------------------------------------------------------- the run report
+def write_run_report(
+    fs: AbstractFileSystem, root: str, summary: RunSummary, manifests: Sequence[ShardManifest],
+    output_fields: Sequence[str] = (), folder: str = REPORT_DIR,
+) -> dict[str, Any]:
+    """Write ROOT/_report/: PNGs and quality.json first, report.md last. Returns the metrics.
+
+    `manifests`: every committed shard of the output (this run's and skipped ones);
+    `output_fields`: the task's written columns, for their empty rates.
+    """
+    q = quality_metrics(fs, root, manifests, output_fields)
+    base = posixpath.join(root.rstrip("/"), folder)
+    shards = sorted(manifests, key=lambda m: m.source)
+    cut = posixpath.commonprefix([m.source for m in shards]).rfind("/") + 1  # drop the common folder
+    names = [m.source[cut:] for m in shards]
+    reasons = q["rejects_by_reason"]
+    put(fs, f"{base}/reject_reasons.png", grouped_bars_png(
+        list(reasons), {"rows": list(reasons.values())}, xlabel="reject reason", ylabel="rows",
+        title=f"Rejected rows by reason ({q['rows_rejected']} of {q['rows_in']})"))
+    if len(shards) <= MAX_SHARD_BARS:
+        shard_png = stacked_barh_png(
+            names, {"ok": [m.rows_ok for m in shards], "rejected": [m.rows_rejected for m in shards]},
+            title="Rows per input shard", xlabel="rows", ylabel="input shard")
+    else:
+        shard_png = histogram_png(
+            [100 * m.rows_rejected / m.rows_in for m in shards if m.rows_in], 20, span=(0, 100),
+            title=f"Reject rate per input shard ({len(shards)} shards)", xlabel="reject rate (%)", ylabel="shards")
+    put(fs, f"{base}/shards.png", shard_png)
+    fields = list(q["empty_rate"]) if q["rows_ok"] else []  # no ok rows: no rates to draw
+    put(fs, f"{base}/empty_fields.png", grouped_bars_png(
+        fields, {"empty": [100 * (q["empty_rate"][f] or 0) for f in fields]}, ymax=100, fmt="{:.1f}",
+        title=f"Empty output fields (share of {q['rows_ok']} ok rows)", xlabel="output column",
+        ylabel="empty rows (%)"))
+    put(fs, f"{base}/quality.json", json.dumps(q, indent=2, ensure_ascii=False))
+    put(fs, f"{base}/report.md", _markdown(summary, q, shards, names))
+    return q
+
+
+def _markdown(s: RunSummary, q: dict[str, Any], shards: Sequence[ShardManifest], names: Sequence[str]) -> str:
+    n, ok = q["rows_in"], q["rows_ok"]
+    reasons = q["rejects_by_reason"]
+    worst = sorted(zip(names, shards), key=lambda x: -(x[1].rows_rejected / x[1].rows_in if x[1].rows_in else 0))
+    parts = [
+        f"# Run report: {s.task} v{s.task_version}",
+        f"Model `{s.model}`" + (f" @ `{s.model_revision}`" if s.model_revision else "")
+        + f", fingerprint `{s.fingerprint}`.  \nInput `{s.input}` → output `{s.output}`.",
+        "## This run",
+        md_table(["rows_in", "rows_ok", "rows_rejected", "invariant", "shards processed", "shards skipped",
+                  "wall (s)", "rows/s", "output tokens/s"],
+                 [[s.rows_in, s.rows_ok, s.rows_rejected, "OK" if s.invariant_ok else "BROKEN",
+                   s.shards_processed, s.shards_skipped, s.wall_seconds, s.rows_per_second,
+                   s.output_tokens_per_second]]),
+        f"## Quality (whole output: {q['shards']} shard{'s' * (q['shards'] != 1)})",
+        md_table(["metric", "value", "rows"], [
+            ["ok rate (rows_ok / rows_in)", pct(ok, n), f"{ok} / {n}"],
+            ["validation pass rate (rows_ok / rows with a model output)", pct(ok, q["rows_generated"]),
+             f"{ok} / {q['rows_generated']}"],
+            ["truncation rate (truncated / rows_in)", pct(reasons.get("truncated", 0), n),
+             f"{reasons.get('truncated', 0)} / {n}"],
+            ["output tokens per row (all attempts)", f"{q['output_tokens_per_row'] or 0:.1f}",
+             f"{q['output_tokens']} tokens"],
+        ]),
+        "### Empty output fields (null, \"\" or empty list; share of ok rows)",
+        md_table(["field", "empty rows", "rate"], [[f, c, pct(c, ok)] for f, c in q["empty_rows"].items()])
+        if q["empty_rows"] else "(no output fields given)",
+        "![empty output fields](empty_fields.png)",
+        "## Rejects by reason",
+        md_table(["reason", "rows", "share of rows_in"], [[r, c, pct(c, n)] for r, c in reasons.items()])
+        if reasons else "No rejected rows.",
+        "![rejects by reason](reject_reasons.png)",
+        "### Attempts of rejected rows",
+        md_table(["attempts", "rows"], q["reject_attempts"].items()) if q["reject_attempts"] else "No rejected rows.",
+        f"## Shards (worst reject rate first{f', first {MAX_SHARD_ROWS}' if len(shards) > MAX_SHARD_ROWS else ''})",
+        md_table(["shard", "rows_in", "rows_ok", "rows_rejected", "reject rate", "output tokens"],
+                 [[name, m.rows_in, m.rows_ok, m.rows_rejected, pct(m.rows_rejected, m.rows_in), m.output_tokens]
+                  for name, m in worst[:MAX_SHARD_ROWS]]),
+        "![rows per shard](shards.png)",
+        "## Not recorded",
+        "Per-row output token counts and attempts of ok rows are not written to the tables "
+        "(only shard totals in the manifests, and `attempts` of rejected rows).",
+    ]
+    return "\n\n".join(parts) + "\n"

