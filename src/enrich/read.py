@@ -78,24 +78,24 @@ def discover_shards(cfg: JobConfig) -> list[ShardInfo]:
 
 
 def _discover(cfg: JobConfig, fs: AbstractFileSystem, path: str) -> list[ShardInfo]:
+    # Listings with details: one request per listing, not one more per file.
     explicit = True
     if any(ch in path for ch in "*?["):
-        paths = [p for p in fs.glob(path) if not _hidden(p.rsplit("/", 1)[-1])]
+        listing = {p: i for p, i in fs.glob(path, detail=True).items() if not _hidden(p.rsplit("/", 1)[-1])}
     elif fs.isdir(path):
         explicit = False
-        paths = [p for p in fs.find(path) if not _hidden(p[len(path) :])]
+        listing = {p: i for p, i in fs.find(path, detail=True).items() if not _hidden(p[len(path) :])}
     elif fs.exists(path):
-        paths = [path]
+        listing = {path: fs.info(path)}
     else:
         raise InputError(f"{cfg.input}: no such file or folder")
     shards = []
-    for p in sorted(paths):
+    for p, info in sorted(listing.items()):
         fmt = shard_format(p, cfg.format)
         if fmt is None:
             if explicit:
                 raise InputError(f"{unstrip(fs, p)}: unknown extension; pass --format")
             continue
-        info = fs.info(p)
         if info.get("type") == "directory":
             continue
         shards.append(ShardInfo(unstrip(fs, p), fmt, int(info.get("size") or 0), _version(info)))
