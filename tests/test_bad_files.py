@@ -97,6 +97,8 @@ def test_rejects_feed_back_as_input(tmp_path: Path) -> None:
         C.MESSAGE: pa.array(["m1", "m2"], pa.string()),
         C.RAW_OUTPUT: pa.array(["{", "{}"], pa.string()),
         C.ATTEMPTS: pa.array([2, 2], pa.int32()),
+        C.PROMPT_TOKENS: pa.array([40, 41], pa.int32()),
+        C.OUTPUT_TOKENS: pa.array([512, 60], pa.int32()),
     })
     (tmp_path / "in").mkdir()
     pq.write_table(reject_rows(table, LINEAGE, ["province"]), tmp_path / "in" / "rejects.parquet")

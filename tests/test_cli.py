@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -42,7 +43,7 @@ def _fields() -> list[tuple[str, str]]:
         (name, field.description or "")
         for model in models
         for name, field in model.model_fields.items()
-        if name not in ("task_options", "engine", "sampling")
+        if name not in ("task_options", "engine", "sampling", "tasks")  # tasks: job spec only
     ]
 
 
@@ -240,3 +241,48 @@ def test_bad_spec_file_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture
         spec.write_text(content, encoding="utf-8")
     assert main(["run", "--spec", str(spec)]) == 2
     assert str(spec) in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- several tasks
+def test_repeated_task_flag_makes_a_multi_task_run() -> None:
+    one = config("--task", "keywords")
+    assert one.task == "keywords" and not one.multi_task and list(one.task_configs()) == ["keywords"]
+    assert one.task_configs()["keywords"] is one  # a single task writes to OUTPUT itself
+    cfg = config("--task", "address", "--task", "keywords", "--max-keywords", "3")
+    assert cfg.multi_task and cfg.task == ["address", "keywords"]
+    subs = cfg.task_configs()
+    assert list(subs) == ["address", "keywords"]
+    assert [s.task for s in subs.values()] == ["address", "keywords"]
+    assert [s.output for s in subs.values()] == [cfg.output.rstrip("/") + "/address", cfg.output.rstrip("/") + "/keywords"]
+    assert all(not s.multi_task for s in subs.values())
+    assert subs["keywords"].task_options.max_keywords == 3
+
+
+def test_multi_task_spec_gives_each_task_its_adapter_and_options(tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "input: /data/in\noutput: /data/out\nmodel: m\n"
+        "tasks:\n"
+        "  - task: address\n"
+        "  - task: classify\n    adapter: s3://models/lora\n    task_options: {labels: [a, b]}\n"
+        "  - task: classify\n    name: classify_plain\n",
+        encoding="utf-8",
+    )
+    subs = config_from_args(build_parser().parse_args(["run", "--spec", str(spec)])).task_configs()
+    assert list(subs) == ["address", "classify", "classify_plain"]
+    assert subs["classify"].adapter == "s3://models/lora" and subs["classify"].task_options.labels == ["a", "b"]
+    assert subs["classify_plain"].adapter is None and subs["classify_plain"].task_options.labels is None
+    assert subs["classify_plain"].output == "/data/out/classify_plain"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"task": "address"}, "not both"),
+    ({"adapter": "lora"}, "give each task its adapter"),
+    ({"tasks": [{"task": "address"}, {"task": "address"}]}, "unique"),
+    ({"tasks": [{"task": "address", "name": "a/b"}, {"task": "keywords"}]}, "pattern"),
+])
+def test_multi_task_config_errors(extra: dict[str, Any], message: str) -> None:
+    data = {"input": "/in", "output": "/out", "model": "m",
+            "tasks": [{"task": "address"}, {"task": "keywords"}], **extra}
+    with pytest.raises(ValidationError, match=message):
+        JobConfig.model_validate(data)

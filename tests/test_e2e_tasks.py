@@ -12,7 +12,7 @@ import yaml
 
 from enrich.cli import main
 from enrich.config import JobConfig
-from enrich.pipeline import run
+from enrich.pipeline import run, run_tasks
 from enrich.tasks.classify import MMLU_PRO_CATEGORIES
 from enrich.tiny_checkpoint import build_tiny_lora
 from tests.helpers import check_every_row_once, read_output
@@ -117,3 +117,43 @@ def test_custom_schema_from_yaml_spec(tmp_path: Path, tiny_model: Path) -> None:
     assert ok.schema.field("tags").type == pa.list_(pa.string())
     assert ok.schema.field("urgent").type == pa.bool_()
     assert set(ok.column("channel").to_pylist()) == {"mail"}
+
+
+def test_several_tasks_in_one_pass_share_the_engine_and_resume_per_task(tmp_path: Path, tiny_model: Path) -> None:
+    """address + classify (LoRA on its rows only) in one pass; a rerun adding keywords runs only keywords."""
+    adapter = build_tiny_lora(tiny_model, tmp_path / "lora", rank=8)
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": q} for q in QUESTIONS[:5]] + [{"text": " "}])
+    write_jsonl(tmp_path / "in" / "b.jsonl", [{"text": t} for t in ABSTRACTS])
+    n = 12
+    spec = {
+        "input": str(tmp_path / "in"), "output": str(tmp_path / "out"), "model": str(tiny_model),
+        "engine": {**ENGINE, "max_lora_rank": 8}, "task_options": {"flag_invalid": True},
+        "tasks": [{"task": "address"}, {"task": "classify", "adapter": str(adapter)}],
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    assert main(["run", "--spec", str(tmp_path / "job.yaml")]) == 0
+
+    fs = fsspec.filesystem("file")
+    out = tmp_path / "out"
+    ok, bad, written = read_output(fs, str(out / "address"))
+    check_every_row_once(ok, bad, written, n)
+    assert set(bad.column("reason").to_pylist()) >= {"empty_text"}  # the blank row, rejected per task
+    if ok.num_rows:
+        assert set(ok.column("enrich_adapter").to_pylist()) == {None} and "category" not in ok.column_names
+    ok, bad, written = read_output(fs, str(out / "classify"))
+    check_every_row_once(ok, bad, written, n)
+    assert ok.num_rows == n - 1 and set(ok.column("category").to_pylist()) <= set(MMLU_PRO_CATEGORIES)
+    assert set(ok.column("enrich_adapter").to_pylist()) == {str(adapter)} and "province" not in ok.column_names
+    assert bad.column("reason").to_pylist() == ["empty_text"]
+    root = json.loads((out / "_summary.json").read_text())
+    assert list(root["tasks"]) == ["address", "classify"] and (out / "_SUCCESS").exists()
+    assert all((out / t / "_SUCCESS").exists() and (out / t / "_report" / "report.md").exists()
+               for t in ("address", "classify"))
+
+    spec["tasks"].append({"task": "keywords"})
+    summaries = run_tasks(JobConfig.model_validate(spec))
+    assert [(s.task, s.shards_processed, s.shards_skipped) for s in summaries] == [
+        ("address", 0, 2), ("classify", 0, 2), ("keywords", 2, 0)]
+    ok, bad, written = read_output(fs, str(out / "keywords"))
+    check_every_row_once(ok, bad, written, n)
+    assert list(json.loads((out / "_summary.json").read_text())["tasks"]) == ["address", "classify", "keywords"]

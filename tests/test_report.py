@@ -43,6 +43,8 @@ def _rejects(rows: list[tuple[str, str, int]]) -> pa.Table:
     cols["reason"] = [r[1] for r in rows]
     cols["attempts"] = [r[2] for r in rows]
     cols["message"] = [f"{r[1]} happened" for r in rows]
+    cols["prompt_tokens"] = [30] * len(rows)
+    cols["output_tokens"] = [100 * r[2] or None for r in rows]  # no attempt, no output
     return pa.table(cols, schema=C.REJECTS_SCHEMA)
 
 
@@ -75,8 +77,9 @@ def _summary(manifests: list[ShardManifest]) -> RunSummary:
 def _output(root: Path) -> list[ShardManifest]:
     """Shard a: 4 ok, 2 rejected; shard b: 3 ok, 2 rejected (one bad_input: no model output)."""
     a = pa.table({"province": ["浙江省", "", None, "广东省"], "keywords": [["x"], [], None, ["y", "z"]],
-                  "text": ["t"] * 4})
-    b = pa.table({"province": ["", "四川省", "天津市"], "keywords": [["x"], ["y"], ["z"]], "text": ["t"] * 3})
+                  "text": ["t"] * 4, "enrich_prompt_tokens": [10, 20, 30, 40], "enrich_output_tokens": [5, 6, 7, 8]})
+    b = pa.table({"province": ["", "四川省", "天津市"], "keywords": [["x"], ["y"], ["z"]], "text": ["t"] * 3,
+                  "enrich_prompt_tokens": [10, 10, 10], "enrich_output_tokens": [9, 9, None]})
     return [
         _shard(root, "a", a, _rejects([("a4", "truncated", 2), ("a5", "domain_check", 1)]), 200),
         _shard(root, "b", b, _rejects([("b3", "truncated", 2), ("b4", "bad_input", 0)]), 130),
@@ -86,8 +89,13 @@ def _output(root: Path) -> list[ShardManifest]:
 # ---------------------------------------------------------------- run report
 def test_run_report_numbers_and_plots(tmp_path: Path) -> None:
     manifests = _output(tmp_path)
-    q = write_run_report(FS, str(tmp_path), _summary(manifests), manifests, ["province", "keywords"])
+    timeline = [(0.0, 0, 0), (2.0, 4, 40), (2.5, 4, 40), (5.0, 11, 330)]
+    q = write_run_report(FS, str(tmp_path), _summary(manifests), manifests, ["province", "keywords"], timeline=timeline)
     assert (q["rows_in"], q["rows_ok"], q["rows_rejected"]) == (11, 7, 4)
+    # Token counts of ok rows (lineage columns) and rejected rows (rejects columns); nulls skipped.
+    assert q["tokens_per_row"]["prompt"] == {"rows": 11, "mean": 22.7, "p50": 30, "p95": 40, "max": 40}
+    assert q["tokens_per_row"]["output"] == {"rows": 9, "mean": 60.4, "p50": 9, "p95": 200, "max": 200}
+    assert q["timeline"] == [list(p) for p in timeline]
     assert q["validation_pass_rate"] == pytest.approx(7 / 10)  # bad_input never reached the model
     assert q["ok_rate"] == pytest.approx(7 / 11)
     assert q["truncation_rate"] == pytest.approx(2 / 11)
@@ -99,12 +107,14 @@ def test_run_report_numbers_and_plots(tmp_path: Path) -> None:
     assert json.loads((report / "quality.json").read_text()) == json.loads(json.dumps(q))
     md = (report / "report.md").read_text(encoding="utf-8")
     for heading in ("# Run report: address v2", "## This run", "## Quality (whole output: 2 shards)",
-                    "### Empty output fields", "## Rejects by reason", "### Attempts of rejected rows", "## Shards"):
+                    "### Empty output fields", "## Rejects by reason", "### Attempts of rejected rows", "## Shards",
+                    "## Throughput over time (this run)", "## Tokens per row"):
         assert heading in md
     for row in ("| 11 | 7 | 4 | OK |", "| truncated | 2 | 18.2% |", "| province | 3 | 42.9% |",
-                "| keywords | 2 | 28.6% |", "70.0% | 7 / 10 |", "| a.jsonl | 6 | 4 | 2 | 33.3% | 200 |"):
+                "| keywords | 2 | 28.6% |", "70.0% | 7 / 10 |", "| a.jsonl | 6 | 4 | 2 | 33.3% | 200 |",
+                "| prompt | 11 | 22.7 | 30 | 40 | 40 |", "| output | 9 | 60.4 | 9 | 200 | 200 |"):
         assert row in md, row
-    for name in ("reject_reasons.png", "shards.png", "empty_fields.png"):
+    for name in ("reject_reasons.png", "shards.png", "empty_fields.png", "throughput.png", "token_lengths.png"):
         assert f"]({name})" in md
         check_png(report / name)
     # Parquet dataset readers of the output do not see the report.
@@ -115,8 +125,9 @@ def test_run_report_empty_output_and_many_shards(tmp_path: Path) -> None:
     q = write_run_report(FS, str(tmp_path / "empty"), _summary([]), [], ["province"])
     assert q["rows_in"] == 0 and q["ok_rate"] is None and q["empty_rate"] == {"province": None}
     md = (tmp_path / "empty" / "_report" / "report.md").read_text(encoding="utf-8")
-    assert "No rejected rows." in md and "n/a" in md
-    check_png(tmp_path / "empty" / "_report" / "reject_reasons.png")
+    assert "No rejected rows." in md and "n/a" in md and "No token counts recorded." in md
+    for name in ("reject_reasons.png", "throughput.png", "token_lengths.png"):  # "nothing to plot"
+        check_png(tmp_path / "empty" / "_report" / name)
     many = [m.model_copy(update={"shard_id": f"s{i}", "source": f"/in/{i:03d}.jsonl"})
             for i in range(60) for m in _output(tmp_path / "many")[:1]]
     write_run_report(FS, str(tmp_path / "many"), _summary(many), many, ["province"])
@@ -218,3 +229,22 @@ def test_read_back_aligns_by_eval_id(tmp_path: Path) -> None:
     assert preds == [{"city": "y"}, None, {"city": "x"}] and list(rejects) == ["000001"]
     with pytest.raises(RuntimeError, match="exactly once"):
         _read_back(FS, str(tmp_path), GoldSet([], [], [*gs.rows, {"eval_id": "000003"}]), ["city"])
+
+
+def test_gold_set_sample_is_seeded_spread_and_keeps_ids() -> None:
+    """MMLU-Pro is sorted by category: --limit gives one class, --sample a spread."""
+    path = _shared("classify/mmlu_pro_questions.jsonl")
+    first = load_gold_set("classify", path, 40)
+    assert len(set(first.golds)) == 1
+    a = load_gold_set("classify", path, sample=40, seed=1)
+    assert len(a.rows) == 40 and len(set(a.golds)) >= 8
+    ids = [r["eval_id"] for r in a.rows]
+    assert ids == sorted(ids) and len(set(ids)) == 40  # file order, original line ids
+    full = load_gold_set("classify", path)
+    by_id = {r["eval_id"]: (t, g) for r, t, g in zip(full.rows, full.texts, full.golds)}
+    assert all(by_id[r["eval_id"]] == (t, g) for r, t, g in zip(a.rows, a.texts, a.golds))
+    assert [r["eval_id"] for r in load_gold_set("classify", path, sample=40, seed=1).rows] == ids
+    assert [r["eval_id"] for r in load_gold_set("classify", path, sample=40, seed=2).rows] != ids
+    assert len(load_gold_set("classify", path, sample=10**6).rows) == len(full.rows)
+    with pytest.raises(ValueError, match="not both"):
+        load_gold_set("classify", path, 5, sample=5)

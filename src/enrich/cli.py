@@ -28,9 +28,9 @@ def _flag(name: str) -> str:
 
 def _add_model_options(group: argparse._ArgumentGroup, model: type[BaseModel], prefix: str) -> None:
     for name, field in model.model_fields.items():
-        if name in _NESTED:
-            continue
         annotation = field.annotation
+        if name in _NESTED or _is_model_list(annotation):
+            continue  # nested models get their own groups; lists of models live in the spec
         dest = f"{prefix}{name}"
         default = field.default if field.default is not None else None
         help_text = f"{field.description or ''}"
@@ -45,12 +45,21 @@ def _add_model_options(group: argparse._ArgumentGroup, model: type[BaseModel], p
         base = args[0] if typing.get_origin(annotation) is not Literal and len(args) == 1 else annotation
         if annotation in (bool, bool | None):
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif list[str] in args:
+            kwargs["action"] = "append"  # repeatable: --task address --task keywords
         elif typing.get_origin(annotation) is Literal:
             kwargs["choices"] = list(typing.get_args(annotation))
             kwargs.pop("metavar", None)
         elif base in (int, float):
             kwargs["type"] = base
         group.add_argument(_flag(name), **kwargs)
+
+
+def _is_model_list(annotation: Any) -> bool:
+    inner = typing.get_args(annotation)
+    return typing.get_origin(annotation) is list and bool(inner) and isinstance(inner[0], type) and issubclass(
+        inner[0], BaseModel
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +92,9 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--model", required=True, help="hub id, local folder, or s3:// prefix")
     ev.add_argument("--output", required=True, help="folder or s3:// prefix for the eval outputs")
     ev.add_argument("--limit", type=int, help="score only the first N gold examples")
+    ev.add_argument("--sample", type=int, help="score N gold examples drawn at random (MMLU-Pro is sorted by "
+                    "category: its first N are one class)")
+    ev.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default: 0)")
     ev.add_argument("--k", type=int, default=5, help="keywords: top k scored, for the model and baselines (default: 5)")
     ev.add_argument("--adapter", help="LoRA adapter: hub id, local folder or s3:// prefix")
     ev.add_argument("--labels", help="classify: comma-separated labels (default: the 14 MMLU-Pro categories)")
@@ -113,7 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
     job = {"model_revision": args.model_revision, "s3_endpoint": args.s3_endpoint, "ray_address": args.ray_address}
     try:
         result = run_eval(
-            args.task, args.data, args.model, args.output, limit=args.limit, k=args.k, adapter=args.adapter,
+            args.task, args.data, args.model, args.output, limit=args.limit, sample=args.sample, sample_seed=args.sample_seed, k=args.k, adapter=args.adapter,
             labels=_split(args.labels), gold_columns=_split(args.gold_columns), text_column=args.text_column,
             engine=nested["engine"], sampling=nested["sampling"], job={k: v for k, v in job.items() if v},
         )
@@ -168,10 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
         print(f"enrich: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    from enrich.pipeline import run  # imports Ray; keep `--help` and `tasks` fast
+    from enrich.pipeline import run_tasks  # imports Ray; keep `--help` and `tasks` fast
 
-    summary = run(cfg)
-    print(summary.human())
+    for summary in run_tasks(cfg):
+        print(summary.human())
     return 0
 
 

@@ -22,10 +22,11 @@ FINISH_REASON = "_enrich_finish_reason"
 OUTPUT_TOKENS = "_enrich_output_tokens"
 ATTEMPTS = "_enrich_attempts"
 OUTPUT_JSON = "_enrich_output_json"  # validated output, canonical JSON, before typing
+TASK = "_enrich_task"  # the task (label) a row is for: a multi-task run fans rows out per task
 
 WORKING = [
     ROW_ID, SOURCE_FILE, ROW_INDEX, SHARD_ROWS, TEXT, REASON, MESSAGE, PROMPT_TOKEN_IDS,
-    PROMPT_TOKENS, RAW_OUTPUT, FINISH_REASON, OUTPUT_TOKENS, ATTEMPTS, OUTPUT_JSON,
+    PROMPT_TOKENS, RAW_OUTPUT, FINISH_REASON, OUTPUT_TOKENS, ATTEMPTS, OUTPUT_JSON, TASK,
 ]
 
 # Lineage columns on every enriched row.
@@ -40,6 +41,9 @@ LINEAGE_SCHEMA = pa.schema(
         ("enrich_task", pa.string()),
         ("enrich_task_version", pa.string()),
         ("enrich_fingerprint", pa.string()),
+        ("enrich_prompt_tokens", pa.int32()),
+        ("enrich_output_tokens", pa.int32()),  # all attempts: the generation work the row cost
+        ("enrich_attempts", pa.int32()),
     ]
 )
 
@@ -54,6 +58,8 @@ REJECTS_SCHEMA = pa.schema(
         ("message", pa.string()),
         ("raw_output", pa.string()),
         ("attempts", pa.int32()),
+        ("prompt_tokens", pa.int32()),
+        ("output_tokens", pa.int32()),
         ("input_text", pa.string()),
         ("input_json", pa.string()),
         ("enrich_task", pa.string()),

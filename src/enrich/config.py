@@ -92,6 +92,29 @@ class TaskOptions(BaseModel):
         return [s.strip() for s in value.split(",")] if isinstance(value, str) else value
 
 
+class TaskSpec(BaseModel):
+    """One task of a multi-task run (the job spec's `tasks:` list); unset fields inherit the job's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(..., description="Task name; see `enrich tasks`.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Output sub-folder and row label (default: the task name); unique per run.",
+    )
+    adapter: str | None = Field(
+        None, description="LoRA adapter of this task (hub id, local folder or s3:// prefix)."
+    )
+    task_options: TaskOptions | None = Field(
+        None, description="Options of this task (default: the job's task_options)."
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.task
+
+
 class JobConfig(BaseModel):
     """One enrich run: what to read, which task and model, where to write."""
 
@@ -101,7 +124,16 @@ class JobConfig(BaseModel):
         ..., description="File, folder, glob or URL (s3://...) of Parquet/JSONL shards."
     )
     output: str = Field(..., description="Output prefix (local folder or s3://...).")
-    task: str = Field("address", description="Task name; see `enrich tasks`.")
+    task: str | list[str] = Field(
+        "address",
+        description="Task name (see `enrich tasks`). Repeat --task to run several tasks over the "
+        "input in one pass, sharing the engines; each is written to OUTPUT/<task>/.",
+    )
+    tasks: list[TaskSpec] = Field(
+        default_factory=list,
+        description="Job spec only: several tasks, each with its own adapter and options "
+        "(instead of `task`); each is written to OUTPUT/<name>/.",
+    )
     model: str = Field(
         ..., description="Model: hub id, local folder, or s3:// prefix copied once per node."
     )
@@ -153,6 +185,55 @@ class JobConfig(BaseModel):
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig, description="Decoding settings."
     )
+
+    @field_validator("task", mode="after")
+    @classmethod
+    def _one_task_is_a_name(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("no task given")
+            return value[0] if len(value) == 1 else value
+        return value
+
+    @model_validator(mode="after")
+    def _tasks_are_consistent(self) -> JobConfig:
+        if self.tasks and "task" in self.model_fields_set:
+            raise ValueError("give `task` or `tasks`, not both")
+        specs = self.task_specs()
+        labels = [s.label for s in specs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"task names must be unique in a run, got {labels} (set `name:` in `tasks:`)")
+        if len(specs) > 1 and self.adapter:
+            raise ValueError("with several tasks, give each task its adapter in the spec's `tasks:` list")
+        return self
+
+    def task_specs(self) -> list[TaskSpec]:
+        """The run's tasks: `tasks`, else one spec per `task` name."""
+        if self.tasks:
+            return list(self.tasks)
+        names = self.task if isinstance(self.task, list) else [self.task]
+        return [TaskSpec(task=n, adapter=self.adapter) for n in names]
+
+    @property
+    def multi_task(self) -> bool:
+        return len(self.task_specs()) > 1
+
+    def task_configs(self) -> dict[str, JobConfig]:
+        """One single-task config per task, by label. A multi-task run writes each task to
+        OUTPUT/<label>/ as a complete output of its own (manifests, rejects, report, _SUCCESS)."""
+        specs = self.task_specs()
+        if len(specs) == 1 and not self.tasks:
+            return {specs[0].label: self}
+        return {
+            spec.label: self.model_copy(update={
+                "task": spec.task,
+                "tasks": [],
+                "adapter": spec.adapter,
+                "task_options": spec.task_options or self.task_options,
+                "output": self.output if len(specs) == 1 else self.output.rstrip("/") + "/" + spec.label,
+            })
+            for spec in specs
+        }
 
     @model_validator(mode="after")
     def _output_outside_input(self) -> JobConfig:

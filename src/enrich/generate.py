@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -38,8 +39,16 @@ def engine_kwargs(cfg: JobConfig) -> dict[str, Any]:
         "seed": e.seed,
         # Compact JSON: without it random or weak models can emit whitespace forever.
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
-        **({"enable_lora": True, "max_lora_rank": e.max_lora_rank} if cfg.adapter else {}),
+        **_lora_kwargs(cfg),
     }
+
+
+def _lora_kwargs(cfg: JobConfig) -> dict[str, Any]:
+    adapters = {s.adapter for s in cfg.task_specs() if s.adapter}
+    if not adapters:
+        return {}
+    # One slot per distinct adapter, so a multi-task batch never waits for an adapter swap.
+    return {"enable_lora": True, "max_lora_rank": cfg.engine.max_lora_rank, "max_loras": len(adapters)}
 
 
 def _has_gpu() -> bool:
@@ -66,12 +75,23 @@ def sampling_params(cfg: JobConfig, task: Task) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class TaskDecoding:
+    """What the engine needs per task: the task (for retry decisions), its sampling params
+    (constraint included) and its LoRA adapter, if any."""
+
+    task: Task
+    params: Any
+    lora: Any | None
+
+
 class EngineActor:
     """Ray Data callable class: `__init__` is the setup (engine load), `__call__` a batch.
 
-    Rows whose output is cut off at max_tokens are retried with twice the budget; rows whose
-    output fails validation are resampled (seeded, so reruns repeat); both within
-    `sampling.max_attempts`. The validate stage then judges the last attempt.
+    Each row is decoded with its task's params and adapter (`_enrich_task`), so the tasks of a
+    multi-task run share one engine. Rows whose output is cut off at max_tokens are retried
+    with twice the budget; rows whose output fails validation are resampled (seeded, so reruns
+    repeat); both within `sampling.max_attempts`. The validate stage judges the last attempt.
     """
 
     def __init__(self, cfg: JobConfig) -> None:
@@ -79,20 +99,26 @@ class EngineActor:
 
         started = time.monotonic()
         self.cfg = cfg
-        self.task = task_for(cfg)
         self.llm = LLM(**engine_kwargs(cfg))
-        self.params = sampling_params(cfg, self.task)
-        self.lora = lora_request(cfg)
+        adapters: dict[str, int] = {}
+        self.tasks: dict[str, TaskDecoding] = {}
+        for label, sub in cfg.task_configs().items():
+            task = task_for(sub)
+            lora_id = adapters.setdefault(sub.adapter, len(adapters) + 1) if sub.adapter else 0
+            self.tasks[label] = TaskDecoding(task, sampling_params(sub, task), lora_request(sub, lora_id))
+        self.default_label = next(iter(self.tasks))
         self._warm_up()
-        log.info("engine ready in %.1fs", time.monotonic() - started)
+        log.info("engine ready in %.1fs (tasks: %s)", time.monotonic() - started, ", ".join(self.tasks))
 
     def _warm_up(self) -> None:
-        """Compile the decoding constraint once now: a schema the backend rejects must fail
+        """Compile each decoding constraint once now: a schema the backend rejects must fail
         the job at start with its cause, not turn every row into an engine_error."""
-        try:
-            self._run([[self.llm.get_tokenizer().eos_token_id or 0]], [self.params])
-        except Exception as exc:
-            raise RuntimeError(f"task {self.task.name!r}: engine cannot decode with its constraint: {exc}") from exc
+        prompt = [self.llm.get_tokenizer().eos_token_id or 0]
+        for label, d in self.tasks.items():
+            try:
+                self._run([prompt], [d.params], [d.lora])
+            except Exception as exc:
+                raise RuntimeError(f"task {label!r}: engine cannot decode with its constraint: {exc}") from exc
 
     def __call__(self, table: pa.Table) -> pa.Table:
         reasons = table.column(C.REASON).to_pylist()
@@ -100,25 +126,30 @@ class EngineActor:
         token_ids = table.column(C.PROMPT_TOKEN_IDS).to_pylist()
         texts_in = table.column(C.TEXT).to_pylist()
         n = table.num_rows
+        labels = table.column(C.TASK).to_pylist() if C.TASK in table.column_names else [self.default_label] * n
+        decoding = [self.tasks[label] for label in labels]
         texts: list[str | None] = [None] * n
         finish: list[str | None] = [None] * n
         n_tokens: list[int | None] = [None] * n
         attempts = [0] * n
-        params = {i: self.params for i, r in enumerate(reasons) if r is None}
+        params = {i: decoding[i].params for i, r in enumerate(reasons) if r is None}
 
         for attempt in range(1, self.cfg.sampling.max_attempts + 1):
             if not params:
                 break
             order = list(params)
-            results = self._generate([token_ids[i] for i in order], [params[i] for i in order])
+            results = self._generate(
+                [token_ids[i] for i in order], [params[i] for i in order], [decoding[i].lora for i in order]
+            )
             params = {}
             for i, result in zip(order, results):
                 attempts[i] = attempt
                 if isinstance(result, Exception):
                     reasons[i], messages[i] = "engine_error", f"{type(result).__name__}: {result}"
                     continue
-                texts[i], finish[i], n_tokens[i] = result
-                retry = self._retry_params(result, texts_in[i], len(token_ids[i]), attempt)
+                texts[i], finish[i], tokens = result
+                n_tokens[i] = (n_tokens[i] or 0) + tokens  # all attempts: the work the row cost
+                retry = self._retry_params(decoding[i], result, texts_in[i], len(token_ids[i]), attempt)
                 if retry is not None:
                     params[i] = retry
 
@@ -130,51 +161,53 @@ class EngineActor:
         return table.append_column(C.ATTEMPTS, pa.array(attempts, pa.int32()))
 
     def _retry_params(
-        self, result: tuple[str, str | None, int], text: str | None, prompt_len: int, attempt: int
+        self, d: TaskDecoding, result: tuple[str, str | None, int], text: str | None, prompt_len: int,
+        attempt: int,
     ) -> Any | None:
         """Sampling params for another attempt, or None when the output is good (or final)."""
         if attempt >= self.cfg.sampling.max_attempts:
             return None
         raw, finish_reason, _ = result
-        record, reason, _ = validate_output(self.task, raw, finish_reason, {"text": text})
+        record, reason, _ = validate_output(d.task, raw, finish_reason, {"text": text})
         if record is not None:
             return None
-        params = self.params.clone()
+        params = d.params.clone()
         if reason == RejectReason.TRUNCATED:
             room = self.cfg.engine.max_model_len - prompt_len
-            params.max_tokens = min(self.params.max_tokens * 2**attempt, room)
-            return params if params.max_tokens > self.params.max_tokens else None
+            params.max_tokens = min(d.params.max_tokens * 2**attempt, room)
+            return params if params.max_tokens > d.params.max_tokens else None
         params.temperature = self.cfg.sampling.retry_temperature
         params.seed = self.cfg.engine.seed + attempt  # resample, reproducibly
         return params
 
     def _generate(
-        self, prompts: list[list[int]], params: list[Any]
+        self, prompts: list[list[int]], params: list[Any], loras: list[Any | None]
     ) -> list[tuple[str, str | None, int] | Exception]:
         if not prompts:
             return []
         try:
-            return [_unpack(o) for o in self._run(prompts, params)]
+            return [_unpack(o) for o in self._run(prompts, params, loras)]
         except Exception as exc:  # noqa: BLE001 - isolate the bad row(s) below
             if _engine_dead(exc):
                 raise  # the actor restarts and Ray re-runs the batch
             log.warning("batch of %d failed (%s); retrying row by row", len(prompts), exc)
         results: list[tuple[str, str | None, int] | Exception] = []
-        for prompt, param in zip(prompts, params):
+        for prompt, param, lora in zip(prompts, params, loras):
             try:
-                results.append(_unpack(self._run([prompt], [param])[0]))
+                results.append(_unpack(self._run([prompt], [param], [lora])[0]))
             except Exception as exc:  # noqa: BLE001
                 if _engine_dead(exc):
                     raise
                 results.append(exc)
         return results
 
-    def _run(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
+    def _run(self, prompts: list[list[int]], params: list[Any], loras: list[Any | None]) -> list[Any]:
         requests = [{"prompt_token_ids": ids} for ids in prompts]
-        return self.llm.generate(requests, params, use_tqdm=False, lora_request=self.lora)
+        lora: Any = loras if any(loras) else None  # per request: tasks may differ in adapter
+        return self.llm.generate(requests, params, use_tqdm=False, lora_request=lora)
 
 
-def lora_request(cfg: JobConfig) -> Any | None:
+def lora_request(cfg: JobConfig, lora_id: int = 1) -> Any | None:
     """The adapter as a vLLM LoRARequest (local folder, s3:// prefix or hub id), or None."""
     if not cfg.adapter:
         return None
@@ -185,7 +218,7 @@ def lora_request(cfg: JobConfig) -> Any | None:
         from huggingface_hub import snapshot_download
 
         path = snapshot_download(path)
-    return LoRARequest(lora_name="adapter", lora_int_id=1, lora_path=path)
+    return LoRARequest(lora_name=f"adapter-{lora_id}", lora_int_id=lora_id, lora_path=path)
 
 
 def _unpack(output: Any) -> tuple[str, str | None, int]:

@@ -1,7 +1,8 @@
 """Pipeline: builds the Ray Data plan from a JobConfig and drives it. Nothing task-specific.
 
-    read shards -> prepare prompts -> generate (actor pool, one vLLM engine each)
-    -> validate -> commit per shard (driver) -> _summary.json, _SUCCESS
+    read shards -> prepare prompts (one row per task) -> generate (actor pool, one vLLM
+    engine each, shared by the tasks) -> validate -> commit per task and shard (driver)
+    -> _summary.json, _report/, _SUCCESS per task
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -19,12 +21,12 @@ from enrich.arrow_types import arrow_schema
 from enrich.commit import OutputCommitter
 from enrich.config import JobConfig
 from enrich.generate import EngineActor
-from enrich.prepare import prepare_batch
+from enrich.fanout import prepare_tasks, split_by_task, validate_tasks
 from enrich.progress import ProgressReporter
 from enrich.read import ShardInfo, discover_shards, read_shard
+from enrich.storage import filesystem, join, remove
 from enrich.summary import RunSummary, build_summary
 from enrich.tasks import Task, task_for
-from enrich.validate import validate_batch
 from enrich.write import Lineage
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,8 @@ def _read_shards(batch: dict[str, Any], cfg: JobConfig) -> Any:
         yield from read_shard(ShardInfo(str(url), str(fmt), int(size), str(version)), cfg)
 
 
-def build_dataset(cfg: JobConfig, shards: list[ShardInfo]) -> Any:
+def build_dataset(cfg: JobConfig, shards: list[ShardInfo], needs: dict[str, list[str]] | None = None) -> Any:
+    """The Ray Data plan. `needs`: source file -> tasks still to do (None: all tasks)."""
     import ray
 
     items = [{"url": s.url, "format": s.format, "size": s.size, "version": s.version} for s in shards]
@@ -86,7 +89,7 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo]) -> Any:
     return (
         ray.data.from_items(items, override_num_blocks=len(items))
         .map_batches(_read_shards, batch_size=1, batch_format="numpy", fn_kwargs={"cfg": cfg})
-        .map_batches(prepare_batch, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
+        .map_batches(prepare_tasks, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "needs": needs})
         .map_batches(
             EngineActor,
             fn_constructor_kwargs={"cfg": cfg},
@@ -100,41 +103,95 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo]) -> Any:
             max_task_retries=MAX_ENGINE_RESTARTS,
             **engine_resources,
         )
-        .map_batches(validate_batch, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
+        .map_batches(validate_tasks, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
     )
+
+
+@dataclass
+class TaskOutput:
+    """One task's side of a run: its config, lineage and committer (its output folder)."""
+
+    cfg: JobConfig
+    lineage: Lineage
+    output_names: list[str]
+    committer: OutputCommitter
+    todo: list[ShardInfo]
 
 
 def run(cfg: JobConfig) -> RunSummary:
-    """Run one job to completion; returns its summary (also written as _summary.json)."""
+    """Run a single-task job to completion; returns its summary (also in _summary.json)."""
+    if cfg.multi_task:
+        raise ValueError("several tasks: use run_tasks(), which returns one summary per task")
+    return run_tasks(cfg)[0]
+
+
+def run_tasks(cfg: JobConfig) -> list[RunSummary]:
+    """Run a job of one or more tasks; one pass over the input, one summary per task."""
     started = time.time()
-    task = task_for(cfg)
-    lineage = Lineage(
-        cfg.model, cfg.model_revision, cfg.adapter, task.name, task.version, fingerprint(cfg, task)
-    )
-    output_names = list(arrow_schema(task.written_model).names)
     shards = discover_shards(cfg)
-    committer = OutputCommitter(cfg, lineage, output_names)
-    todo = committer.plan(shards)
-    log.info("%d shards: %d to process, %d already done", len(shards), len(todo), len(committer.skipped))
+    outputs = {label: _task_output(sub, shards) for label, sub in cfg.task_configs().items()}
+    needs: dict[str, list[str]] = {}
+    for label, out in outputs.items():
+        for shard in out.todo:
+            needs.setdefault(shard.url, []).append(label)
+    todo = [s for s in shards if s.url in needs]
+    root_fs, root = filesystem(cfg.output, cfg.s3_endpoint)
+    if cfg.multi_task and todo:
+        remove(root_fs, join(root, "_SUCCESS"))
     engine_started = None
+    timeline: list[tuple[float, int, int]] = []
     if todo:
         init_ray(cfg)
-        ds = build_dataset(cfg, todo)
-        progress = ProgressReporter(sum(s.size for s in todo), len(todo), cfg.status_every_seconds)
+        ds = build_dataset(cfg, todo, needs if cfg.multi_task else None)
+        total = sum(s.size for out in outputs.values() for s in out.todo)
+        progress = ProgressReporter(total, sum(len(out.todo) for out in outputs.values()), cfg.status_every_seconds)
+        labels = list(outputs)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             engine_started = engine_started or time.time()
             table = _as_table(batch)
-            committer.add(table)
+            for label, rows in split_by_task(table, labels):
+                outputs[label].committer.add(_own_columns(rows, label, outputs))
             progress.add(table)
-            progress.maybe_log(committer.done_bytes(), len(committer.committed))
+            committers = [out.committer for out in outputs.values()]
+            progress.maybe_log(sum(c.done_bytes() for c in committers), sum(len(c.committed) for c in committers))
+        timeline = progress.timeline.points
+    summaries = [_finish(out, started, engine_started, timeline) for out in outputs.values()]
+    if cfg.multi_task:  # the run's own record: each task's summary; _SUCCESS when all are done
+        by_task = {label: s.model_dump(mode="json") for label, s in zip(outputs, summaries)}
+        root_fs.pipe_file(join(root, "_summary.json"), json.dumps({"tasks": by_task}, indent=2).encode("utf-8"))
+        root_fs.pipe_file(join(root, "_SUCCESS"), b"")
+    return summaries
+
+
+def _task_output(cfg: JobConfig, shards: list[ShardInfo]) -> TaskOutput:
+    task = task_for(cfg)
+    lineage = Lineage(cfg.model, cfg.model_revision, cfg.adapter, task.name, task.version, fingerprint(cfg, task))
+    output_names = list(arrow_schema(task.written_model).names)
+    committer = OutputCommitter(cfg, lineage, output_names)
+    todo = committer.plan(shards)
+    log.info("task %s: %d shards, %d to process, %d already done", task.name, len(shards), len(todo),
+             len(committer.skipped))
+    return TaskOutput(cfg, lineage, output_names, committer, todo)
+
+
+def _own_columns(rows: pa.Table, label: str, outputs: dict[str, TaskOutput]) -> pa.Table:
+    """Drop the other tasks' output columns (null here) that a mixed batch may carry."""
+    own = set(outputs[label].output_names)
+    foreign = {n for other, out in outputs.items() if other != label for n in out.output_names} - own
+    return rows.drop_columns([n for n in rows.column_names if n in foreign])
+
+
+def _finish(out: TaskOutput, started: float, engine_started: float | None, timeline: list) -> RunSummary:
+    """Commit the task's last shards; _summary.json, the run report, then _SUCCESS."""
+    committer = out.committer
     committer.finish()
-    summary = build_summary(cfg, lineage, committer, started, engine_started)
+    summary = build_summary(out.cfg, out.lineage, committer, started, engine_started)
     committer.write_text("_summary.json", summary.model_dump_json(indent=2))
     try:
         from enrich.report import write_run_report
 
         manifests = committer.committed + committer.skipped
-        write_run_report(committer.fs, committer.root, summary, manifests, output_names)
+        write_run_report(committer.fs, committer.root, summary, manifests, out.output_names, timeline=timeline)
     except Exception:  # noqa: BLE001 - a report failure must not fail a committed run
         log.warning("run report not written", exc_info=True)
     if not summary.invariant_ok:

@@ -1,6 +1,9 @@
 """A periodic one-line status for logs (works in `ray job logs`, where progress bars don't).
 
     progress: 1200 rows (1150 ok, 50 rejected), 3/8 shards, 41.2 rows/s, 980 tok/s, ETA 2m10s
+
+It also keeps the run's timeline (cumulative rows and tokens over time) for the run report's
+throughput plot, bounded in size however long the run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,25 @@ import pyarrow.compute as pc
 from enrich import columns as C
 
 log = logging.getLogger("enrich.progress")
+MAX_TIMELINE_POINTS = 2000
+
+
+class Timeline:
+    """(seconds since start, rows done, output tokens done) points, at least `step` apart;
+    when full, every other point is dropped and `step` doubles, so memory stays bounded."""
+
+    def __init__(self, step: float = 1.0, max_points: int = MAX_TIMELINE_POINTS) -> None:
+        self.step, self.max_points = step, max_points
+        self.points: list[tuple[float, int, int]] = [(0.0, 0, 0)]
+
+    def add(self, seconds: float, rows: int, tokens: int) -> None:
+        if len(self.points) > 1 and seconds - self.points[-2][0] < self.step:
+            self.points[-1] = (seconds, rows, tokens)  # too close: move the latest point
+            return
+        self.points.append((seconds, rows, tokens))
+        if len(self.points) > self.max_points:
+            self.points = self.points[:1] + self.points[2::2] + ([self.points[-1]] if len(self.points) % 2 == 0 else [])
+            self.step *= 2
 
 
 @dataclass
@@ -30,12 +52,14 @@ class ProgressReporter:
     rejected: int = 0
     tokens: int = 0
     last: float = 0.0
+    timeline: Timeline = field(default_factory=Timeline)
 
     def add(self, table: pa.Table) -> None:
         self.rows += table.num_rows
         self.rejected += table.num_rows - table.column(C.REASON).null_count
         tokens = pc.sum(table.column(C.OUTPUT_TOKENS)).as_py()
         self.tokens += int(tokens or 0)
+        self.timeline.add(time.monotonic() - self.started, self.rows, self.tokens)
 
     def maybe_log(self, done_bytes: float, done_shards: int, force: bool = False) -> str | None:
         now = time.monotonic()

@@ -2,17 +2,16 @@
 
 `_report` starts with `_`, so Parquet dataset readers of OUTPUT skip it (like `_rejects`).
 Quality metrics cover the whole output (every manifest passed), the "this run" numbers come
-from the RunSummary. Also the plotting and Markdown helpers `enrich.eval.runner` uses.
-matplotlib is imported on the first plot (Agg canvas, no pyplot state), never at import time.
+from the RunSummary and the progress timeline. Also the Markdown helpers `enrich.eval.runner`
+uses; the plots are in `enrich.plots`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.spec import AbstractFileSystem
 
+from enrich.plots import grouped_bars_png, histogram_png, stacked_barh_png, throughput_png, token_lengths_png
 from enrich.summary import RunSummary
 from enrich.write import ShardManifest, arrow_fs
 
@@ -28,99 +28,6 @@ MAX_SHARD_BARS = 40  # more shards: a histogram of per-shard reject rates instea
 MAX_SHARD_ROWS = 50  # shards listed in report.md, worst reject rate first
 # Rejects whose row got a model output that was then checked (the validation pass rate's base).
 GENERATED_REJECTS = ("truncated", "invalid_json", "schema_violation", "domain_check")
-
-
-# ---------------------------------------------------------------- plots (bytes, Agg)
-def _figure(width: float = 8.0, height: float = 4.5) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - lazy
-    from matplotlib.figure import Figure  # noqa: PLC0415
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any, ax: Any, title: str, xlabel: str, ylabel: str, empty: bool, counts: str = "") -> bytes:
-    """Titles and axis labels, integer ticks on a `counts` axis ("x"/"y"), then the PNG bytes."""
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
-
-    if counts:
-        (ax.xaxis if counts == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    if empty:
-        ax.text(0.5, 0.5, "nothing to plot", ha="center", va="center", transform=ax.transAxes)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def grouped_bars_png(
-    groups: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str, xlabel: str,
-    ylabel: str, ymax: float | None = None, fmt: str = "{:.0f}",
-) -> bytes:
-    """Bars per group, one colour per series (a single series is a plain bar chart)."""
-    fig = _figure(max(6.0, 0.6 * len(groups) * max(1, len(series)) + 2))
-    ax = fig.add_subplot()
-    width = 0.8 / max(1, len(series))
-    for i, (name, values) in enumerate(series.items()):
-        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        bars = ax.bar(xs, values, width, label=name)
-        ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=8)
-    long = max(map(len, groups), default=0) > 12 or sum(map(len, groups)) > 50
-    ax.set_xticks(range(len(groups)), groups, rotation=30 if long else 0, ha="right" if long else "center")
-    if ymax is not None:
-        ax.set_ylim(0, ymax * 1.08)
-    if len(series) > 1:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _png(fig, ax, title, xlabel, ylabel, not groups, "" if ymax else "y")
-
-
-def stacked_barh_png(
-    labels: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str, xlabel: str, ylabel: str
-) -> bytes:
-    fig = _figure(8.0, max(3.0, 0.35 * len(labels) + 1.5))
-    ax = fig.add_subplot()
-    left = [0.0] * len(labels)
-    for name, values in series.items():
-        ax.barh(range(len(labels)), values, left=left, label=name)
-        left = [a + b for a, b in zip(left, values)]
-    ax.set_yticks(range(len(labels)), labels)
-    ax.invert_yaxis()
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _png(fig, ax, title, xlabel, ylabel, not labels, "x")
-
-
-def histogram_png(
-    values: Sequence[float], bins: int, *, title: str, xlabel: str, ylabel: str,
-    span: tuple[float, float] | None = None,
-) -> bytes:
-    fig = _figure()
-    ax = fig.add_subplot()
-    if values:
-        ax.hist(values, bins=bins, range=span)
-    return _png(fig, ax, title, xlabel, ylabel, not values, "y")
-
-
-def heatmap_png(
-    matrix: Sequence[Sequence[int]], rows: Sequence[str], cols: Sequence[str], *, title: str,
-    xlabel: str, ylabel: str,
-) -> bytes:
-    """Counts as a colour grid, each cell annotated (a confusion matrix)."""
-    fig = _figure(max(6.0, 0.55 * len(cols) + 3), max(4.5, 0.45 * len(rows) + 2.5))
-    ax = fig.add_subplot()
-    image = ax.imshow(matrix or [[0]], cmap="Blues", aspect="auto")
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
-
-    fig.colorbar(image, ax=ax, label="rows", ticks=MaxNLocator(integer=True))
-    top = max((v for row in matrix for v in row), default=0)
-    for i, row in enumerate(matrix):
-        for j, v in enumerate(row):
-            if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
-                        color="white" if v > top / 2 else "black")
-    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
-    return _png(fig, ax, title, xlabel, ylabel, not matrix)
 
 
 # ---------------------------------------------------------------- markdown and files
@@ -186,12 +93,21 @@ def quality_metrics(
     for m in manifests:
         reasons.update(m.rejects_by_reason)
     empty: Counter[str] = Counter({f: 0 for f in output_fields})
-    for batch in iter_batches(fs, root, (f for m in manifests for f in m.files), output_fields):
+    lengths: dict[str, list[int]] = {"prompt": [], "output": []}
+    ok_tokens = ["enrich_prompt_tokens", "enrich_output_tokens"]
+    for batch in iter_batches(fs, root, (f for m in manifests for f in m.files), [*output_fields, *ok_tokens]):
         for name in batch.schema.names:
-            empty[name] += _empty_count(batch.column(name))
+            if name in ok_tokens:
+                lengths[name.split("_")[1]] += [v for v in batch.column(name).to_pylist() if v is not None]
+            else:
+                empty[name] += _empty_count(batch.column(name))
     attempts: Counter[int] = Counter()
-    for batch in iter_batches(fs, root, (f for m in manifests for f in m.reject_files), ["attempts"]):
-        attempts.update(a for a in batch.column("attempts").to_pylist() if a is not None)
+    reject_cols = ["attempts", "prompt_tokens", "output_tokens"]
+    for batch in iter_batches(fs, root, (f for m in manifests for f in m.reject_files), reject_cols):
+        columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+        attempts.update(a for a in columns.get("attempts", []) if a is not None)
+        for kind in lengths:
+            lengths[kind] += [v for v in columns.get(f"{kind}_tokens", []) if v is not None]
     generated = rows_ok + sum(reasons[r] for r in GENERATED_REJECTS)
     tokens = sum(m.output_tokens for m in manifests)
     return {
@@ -210,20 +126,35 @@ def quality_metrics(
         "reject_attempts": {str(a): n for a, n in sorted(attempts.items())},
         "output_tokens": tokens,
         "output_tokens_per_row": ratio(tokens, rows_in),
+        "tokens_per_row": {kind: _stats(values) for kind, values in lengths.items()},
+        "_token_lengths": lengths,  # for the histogram; dropped from quality.json
     }
+
+
+def _stats(values: Sequence[int]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"rows": len(ordered), "mean": round(sum(ordered) / len(ordered), 1), "p50": at(0.5),
+            "p95": at(0.95), "max": ordered[-1]}
 
 
 # ---------------------------------------------------------------- the run report
 def write_run_report(
     fs: AbstractFileSystem, root: str, summary: RunSummary, manifests: Sequence[ShardManifest],
     output_fields: Sequence[str] = (), folder: str = REPORT_DIR,
+    timeline: Sequence[tuple[float, int, int]] = (),
 ) -> dict[str, Any]:
     """Write ROOT/_report/: PNGs and quality.json first, report.md last. Returns the metrics.
 
     `manifests`: every committed shard of the output (this run's and skipped ones);
-    `output_fields`: the task's written columns, for their empty rates.
+    `output_fields`: the task's written columns, for their empty rates;
+    `timeline`: this run's (seconds, rows, output tokens) progress points, cumulative.
     """
     q = quality_metrics(fs, root, manifests, output_fields)
+    lengths = q.pop("_token_lengths")
+    q["timeline"] = [list(p) for p in timeline]
     base = posixpath.join(root.rstrip("/"), folder)
     shards = sorted(manifests, key=lambda m: m.source)
     cut = posixpath.commonprefix([m.source for m in shards]).rfind("/") + 1  # drop the common folder
@@ -246,6 +177,8 @@ def write_run_report(
         fields, {"empty": [100 * (q["empty_rate"][f] or 0) for f in fields]}, ymax=100, fmt="{:.1f}",
         title=f"Empty output fields (share of {q['rows_ok']} ok rows)", xlabel="output column",
         ylabel="empty rows (%)"))
+    put(fs, f"{base}/throughput.png", throughput_png(timeline))
+    put(fs, f"{base}/token_lengths.png", token_lengths_png(lengths["prompt"], lengths["output"]))
     put(fs, f"{base}/quality.json", json.dumps(q, indent=2, ensure_ascii=False))
     put(fs, f"{base}/report.md", _markdown(summary, q, shards, names))
     return q
@@ -290,8 +223,15 @@ def _markdown(s: RunSummary, q: dict[str, Any], shards: Sequence[ShardManifest],
                  [[name, m.rows_in, m.rows_ok, m.rows_rejected, pct(m.rows_rejected, m.rows_in), m.output_tokens]
                   for name, m in worst[:MAX_SHARD_ROWS]]),
         "![rows per shard](shards.png)",
-        "## Not recorded",
-        "Per-row output token counts and attempts of ok rows are not written to the tables "
-        "(only shard totals in the manifests, and `attempts` of rejected rows).",
+        "## Throughput over time (this run)",
+        "Rows and output tokens per second as rows reached the writer, averaged over equal "
+        "time buckets, from the start of processing (the engines' start is the flat start).",
+        "![throughput over time](throughput.png)",
+        "## Tokens per row (whole output, ok and rejected rows)",
+        md_table(["tokens", "rows", "mean", "p50", "p95", "max"],
+                 [[kind, *(st[k] for k in ("rows", "mean", "p50", "p95", "max"))]
+                  for kind, st in q["tokens_per_row"].items() if st])
+        if any(q["tokens_per_row"].values()) else "No token counts recorded.",
+        "![tokens per row](token_lengths.png)",
     ]
     return "\n\n".join(parts) + "\n"

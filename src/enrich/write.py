@@ -181,10 +181,13 @@ def enriched_rows(table: pa.Table, lineage: Lineage, output_names: list[str]) ->
         "enrich_task": pa.array([lineage.task] * n, pa.string()),
         "enrich_task_version": pa.array([lineage.task_version] * n, pa.string()),
         "enrich_fingerprint": pa.array([lineage.fingerprint] * n, pa.string()),
+        "enrich_prompt_tokens": table.column(C.PROMPT_TOKENS),
+        "enrich_output_tokens": table.column(C.OUTPUT_TOKENS),
+        "enrich_attempts": table.column(C.ATTEMPTS),
     }
     out = table.select(inputs)
     for field in C.LINEAGE_SCHEMA:
-        out = out.append_column(field, values[field.name])
+        out = out.append_column(field, values[field.name].cast(field.type))
     return out
 
 
@@ -205,6 +208,8 @@ def reject_rows(table: pa.Table, lineage: Lineage, output_names: list[str]) -> p
         "message": table.column(C.MESSAGE),
         "raw_output": table.column(C.RAW_OUTPUT),
         "attempts": table.column(C.ATTEMPTS),
+        "prompt_tokens": table.column(C.PROMPT_TOKENS),
+        "output_tokens": table.column(C.OUTPUT_TOKENS),
         "input_text": table.column(C.TEXT),
         "input_json": pa.array(input_json, pa.string()),
         "enrich_task": pa.array([lineage.task] * n, pa.string()),

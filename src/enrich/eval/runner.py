@@ -11,6 +11,7 @@ back from the input shard (they would clash with the task's output columns).
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from enrich.config import JobConfig
 from enrich.eval import baselines as B
 from enrich.eval import gold as G
 from enrich.eval.metrics import address_scores, classification_scores, keyword_scores, prf_at_k
-from enrich.report import grouped_bars_png, heatmap_png, iter_batches, md_table, pct, put
+from enrich.plots import grouped_bars_png, heatmap_png
+from enrich.report import iter_batches, md_table, pct, put
 from enrich.storage import filesystem, join, unstrip
 from enrich.tasks import task_for
 from enrich.tasks.classify import MMLU_PRO_CATEGORIES
@@ -44,9 +46,27 @@ class GoldSet:
 
 def load_gold_set(
     task: str, data: str, limit: int | None = None, gold_columns: Sequence[str] | None = None,
-    text_column: str = "text", s3_endpoint: str | None = None,
+    text_column: str = "text", s3_endpoint: str | None = None, sample: int | None = None, seed: int = 0,
 ) -> GoldSet:
-    """Shared gold sets by task and extension, or any JSONL/Parquet table with gold columns."""
+    """Shared gold sets by task and extension, or any JSONL/Parquet table with gold columns.
+
+    `limit`: the first N examples; `sample`: N examples drawn at random (seeded), for files
+    sorted by label such as MMLU-Pro, whose first N are all one class."""
+    if limit is not None and sample is not None:
+        raise ValueError("give --limit (the first N) or --sample (N at random), not both")
+    gs = _load_gold_set(task, data, limit, gold_columns, text_column, s3_endpoint)
+    if sample is None or sample >= len(gs.rows):
+        return gs
+    if sample < 0:
+        raise ValueError(f"sample must be >= 0, got {sample}")
+    keep = sorted(random.Random(seed).sample(range(len(gs.rows)), sample))  # file order, ids kept
+    return GoldSet([gs.texts[i] for i in keep], [gs.golds[i] for i in keep], [gs.rows[i] for i in keep], gs.fields)
+
+
+def _load_gold_set(
+    task: str, data: str, limit: int | None, gold_columns: Sequence[str] | None, text_column: str,
+    s3_endpoint: str | None,
+) -> GoldSet:
     if gold_columns:
         return _table_gold(data, limit, list(gold_columns), text_column, s3_endpoint)
     if task == "address":
@@ -101,7 +121,8 @@ def field_scores(
 
 
 def run_eval(
-    task: str, data: str, model: str, output: str, *, limit: int | None = None, k: int = 5,
+    task: str, data: str, model: str, output: str, *, limit: int | None = None, sample: int | None = None,
+    sample_seed: int = 0, k: int = 5,
     adapter: str | None = None, labels: Sequence[str] | None = None, gold_columns: Sequence[str] | None = None,
     text_column: str = "text", engine: Mapping[str, Any] | None = None, sampling: Mapping[str, Any] | None = None,
     task_options: Mapping[str, Any] | None = None, job: Mapping[str, Any] | None = None,
@@ -112,9 +133,9 @@ def run_eval(
     started = time.time()
     job = dict(job or {})
     fs, root = filesystem(output, job.get("s3_endpoint"))
-    gs = load_gold_set(task, data, limit, gold_columns, text_column, job.get("s3_endpoint"))
+    gs = load_gold_set(task, data, limit, gold_columns, text_column, job.get("s3_endpoint"), sample, sample_seed)
     if not gs.rows:
-        raise ValueError(f"{data}: no gold examples (limit {limit})")
+        raise ValueError(f"{data}: no gold examples (limit {limit}, sample {sample})")
     opts = dict(task_options or {})
     chosen = list(labels or opts.get("labels") or MMLU_PRO_CATEGORIES)
     if labels:
@@ -138,6 +159,7 @@ def run_eval(
     summary = run(cfg)
     preds, rejects = _read_back(fs, join(root, "run"), gs, gs.fields or PREDICTED.get(task, []))
     result = {"task": task, "data": data, "model": model, "adapter": adapter,
+              "selection": {"limit": limit, "sample": sample, "seed": sample_seed if sample is not None else None},
               **evaluate(task, gs, preds, rejects, k=k, labels=chosen),
               "seconds": round(time.time() - started, 3), "run": summary.model_dump()}
     write_eval_report(fs, root, result)
@@ -283,7 +305,8 @@ def write_eval_report(fs: Any, root: str, r: dict[str, Any]) -> None:
     head = [
         f"# Eval: {r['task']} on `{r['data']}`",
         f"Model `{r['model']}`" + (f" with adapter `{r['adapter']}`" if r["adapter"] else "")
-        + f"; n = {r['n']} rows; {r['seconds']:.1f} s. All numbers: `eval.json`; the pipeline output: `run/`.",
+        + f"; n = {r['n']} rows{_selection(r.get('selection'))}; {r['seconds']:.1f} s. "
+        "All numbers: `eval.json`; the pipeline output and its run report: `run/`, `run/_report/`.",
         "## Model output",
         md_table(["rows", "ok", "rejected"], [[r["n"], f"{r['rows_ok']} ({pct(r['rows_ok'], r['n'])})",
                                                f"{r['rows_rejected']} ({pct(r['rows_rejected'], r['n'])})"]]),
@@ -296,3 +319,11 @@ def write_eval_report(fs: Any, root: str, r: dict[str, Any]) -> None:
                        [[x["index"], x[ID], x["text"][:200], x["gold"], x["prediction"]] for x in r["misses"]])
               if r["misses"] else "No misses."]
     put(fs, join(root, "report.md"), "\n\n".join(head + body + misses) + "\n")
+
+
+def _selection(sel: Mapping[str, Any] | None) -> str:
+    if sel and sel.get("sample") is not None:
+        return f" (a random sample, seed {sel['seed']})"
+    if sel and sel.get("limit") is not None:
+        return " (the first of the file)"
+    return ""
