@@ -271,6 +271,9 @@ def _results(rows=2000, repeats=3, enrich_rate=(19.0, 20.0, 21.0), peer_wall=(70
         runs.append({"system": "enrich", "repeat": i + 1, "ok": True, "wall_s": 60.0, "engine_start_s": 20.0,
                      "steady_rows_per_s": enrich_rate[i], "steady_tokens_per_s": 20 * enrich_rate[i],
                      "e2e_rows_per_s": 33.0, "peak_rss_bytes": 4 * 2**30})  # fmt: skip
+        runs.append({"system": "enrich-all-cores", "repeat": i + 1, "ok": True, "wall_s": 40.0, "engine_start_s": 25.0,
+                     "steady_rows_per_s": 30.0, "steady_tokens_per_s": 600.0, "e2e_rows_per_s": 50.0,
+                     "peak_rss_bytes": 7 * 2**30})  # fmt: skip
     runs.append({"system": "enrich", "repeat": 9, "ok": False, "wall_s": 1.0, "peak_rss_bytes": 0})
     results = {
         "date": "2026-11-22T04:00:00+00:00",
@@ -284,7 +287,7 @@ def _results(rows=2000, repeats=3, enrich_rate=(19.0, 20.0, 21.0), peer_wall=(70
                    "sampling": {"temperature": 0.0}, "enrich_max_attempts": 1},  # fmt: skip
         "runs": runs,
         "agreement_with_ceiling": {"peer": 1.0, "enrich": 0.95},
-        **bench.aggregate(runs, ["ceiling", "peer", "enrich"]),
+        **bench.aggregate(runs, ["ceiling", "peer", "enrich", "enrich-all-cores"]),
     }
     results["targets"] = bench.compute_targets(results)
     return results
@@ -297,6 +300,8 @@ def test_aggregate_ratios_on_medians():
     assert r["ratios"]["enrich_over_ceiling_steady_rows_per_s"] == pytest.approx(20.0 / 21.0)
     assert r["ratios"]["enrich_over_peer_wall_s"] == pytest.approx(60.0 / 72.0)
     assert r["ratios"]["enrich_over_peer_steady_rows_per_s"] == pytest.approx(20.0 / 15.0)
+    assert r["ratios"]["machine_speedup_over_peer_wall_s"] == pytest.approx(72.0 / 40.0)
+    assert r["ratios"]["machine_over_peer_steady_rows_per_s"] == pytest.approx(30.0 / 15.0)
 
 
 def test_targets_met_and_not_met_honestly():
@@ -305,11 +310,12 @@ def test_targets_met_and_not_met_honestly():
     assert ceiling_rows["status"] == "met"  # 20/21 = 0.95
     assert "min–max ranges overlap" in ceiling_rows["notes"]  # 19–21 vs 21
     wall = next(v for k, v in status.items() if "wall time" in k)
-    assert wall["status"] == "met" and not wall["notes"]
+    assert wall["status"] == "met" and not wall["notes"]  # 72 / 40 = 1.8 ≥ 1.5
+    assert "peer/enrich-all-cores" in next(k for k in status if "wall time" in k)
 
     slow = {t["target"]: t for t in _results(enrich_rate=(10.0, 11.0, 12.0), peer_wall=(50.0, 55.0, 58.0))["targets"]}
     assert next(v for k, v in slow.items() if "rows/s ≥" in k)["status"] == "not met"
-    assert next(v for k, v in slow.items() if "wall time" in k)["status"] == "not met"
+    assert next(v for k, v in slow.items() if "wall time" in k)["status"] == "not met"  # 55 / 40 < 1.5
 
     smoke = _results(rows=32, repeats=1)["targets"]
     assert all(any("inconclusive" in n for n in t["notes"]) for t in smoke)
@@ -317,10 +323,10 @@ def test_targets_met_and_not_met_honestly():
 
 def test_render_markdown_has_table_machine_command_targets_and_placeholder():
     md = bench.render_markdown(_results())
-    assert "| metric | ceiling | peer | enrich |" in md
-    assert "| steady rows/s | 21.00 | 15.00 | 20.00 (19.00–21.00) |" in md
-    assert "| runs ok | 3/3 | 3/3 | 3/4 |" in md
-    assert "| peak RSS of tree (GiB) | 3.00 | 5.00 | 4.00 |" in md
+    assert "| metric | ceiling | peer | enrich | enrich-all-cores |" in md
+    assert "| steady rows/s | 21.00 | 15.00 | 20.00 (19.00–21.00) | 30.00 |" in md
+    assert "| runs ok | 3/3 | 3/3 | 3/4 | 3/3 |" in md
+    assert "| peak RSS of tree (GiB) | 3.00 | 5.00 | 4.00 | 7.00 |" in md
     assert "Test CPU @ 3GHz" in md and "2 logical cores" in md and "24.0 GiB" in md
     assert "/work/main/.venv/bin/python bench/run.py --rows 2000" in md
     assert "## Targets" in md and "**met**" in md
@@ -384,7 +390,7 @@ def test_standin_vllm_answers_a_valid_address(tmp_path):
 
 def test_parse_args_defaults_and_validation():
     args = bench.parse_args([])
-    assert args.rows == 2000 and args.repeats == 3 and args.systems == ["ceiling", "peer", "enrich"]
+    assert args.rows == 2000 and args.repeats == 3 and args.systems == ["ceiling", "peer", "enrich", "enrich-all-cores"]
     assert args.out == (REPO / "bench" / "out").resolve()
     assert bench.parse_args(["--systems", "enrich,ceiling"]).systems == ["enrich", "ceiling"]
     with pytest.raises(SystemExit):
