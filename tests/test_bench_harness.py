@@ -1,4 +1,4 @@
-"""The benchmark harness's pure parts (bench/run.py): statistics, the process-tree RSS
+"""The benchmark harness's pure parts (bench/*.py): statistics, the process-tree RSS
 sampler, input generation, measurements, targets and the markdown report. No engine runs."""
 
 from __future__ import annotations
@@ -14,39 +14,48 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The harness's modules import each other by plain name, as when bench/run.py runs as a script.
+sys.path.insert(0, str(REPO / "bench"))
+
+import flatness  # noqa: E402
+import harness  # noqa: E402
+import inputs  # noqa: E402
+import measure  # noqa: E402
+import monitor  # noqa: E402
+import report  # noqa: E402
+import stats  # noqa: E402
 
 
-def _load_bench():
+def _load_cli():
     spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
 
-bench = _load_bench()
+cli = _load_cli()  # bench/run.py: parse_args, main
 
 
 # --------------------------------------------------------------------------- statistics
 
 
 def test_summarize_median_and_spread():
-    assert bench.summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
-    assert bench.summarize([4, 1, 2, 3])["median"] == 2.5
-    assert bench.summarize([None, 5.0, None]) == {"median": 5.0, "min": 5.0, "max": 5.0, "n": 1}
-    assert bench.summarize([]) is None
-    assert bench.summarize([None]) is None
+    assert stats.summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert stats.summarize([4, 1, 2, 3])["median"] == 2.5
+    assert stats.summarize([None, 5.0, None]) == {"median": 5.0, "min": 5.0, "max": 5.0, "n": 1}
+    assert stats.summarize([]) is None
+    assert stats.summarize([None]) is None
 
 
 def test_fmt_stat_and_ratio():
-    assert bench.fmt_stat(bench.summarize([1.0, 2.0, 4.0]), digits=1) == "2.0 (1.0–4.0)"
-    assert bench.fmt_stat(bench.summarize([2.0]), digits=1) == "2.0"
-    assert bench.fmt_stat(bench.summarize([2**30, 2**31]), scale=1 / 2**30, digits=2) == "1.50 (1.00–2.00)"
-    assert bench.fmt_stat(None) == "n/a"
-    assert bench.ratio(bench.summarize([9.0]), bench.summarize([10.0])) == pytest.approx(0.9)
-    assert bench.ratio(None, bench.summarize([1.0])) is None
-    assert bench.ratio(bench.summarize([1.0]), bench.summarize([0.0])) is None
+    assert stats.fmt_stat(stats.summarize([1.0, 2.0, 4.0]), digits=1) == "2.0 (1.0–4.0)"
+    assert stats.fmt_stat(stats.summarize([2.0]), digits=1) == "2.0"
+    assert stats.fmt_stat(stats.summarize([2**30, 2**31]), scale=1 / 2**30, digits=2) == "1.50 (1.00–2.00)"
+    assert stats.fmt_stat(None) == "n/a"
+    assert stats.ratio(stats.summarize([9.0]), stats.summarize([10.0])) == pytest.approx(0.9)
+    assert stats.ratio(None, stats.summarize([1.0])) is None
+    assert stats.ratio(stats.summarize([1.0]), stats.summarize([0.0])) is None
 
 
 # --------------------------------------------------------------------------- RSS of a process tree
@@ -72,11 +81,11 @@ def test_tree_rss_sampler_sums_children():
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
-        with bench.TreeRssSampler(proc.pid, interval=0.05) as sampler:
+        with monitor.TreeRssSampler(proc.pid, interval=0.05) as sampler:
             deadline = time.time() + 20
             while sampler.samples < 3 and time.time() < deadline:
                 time.sleep(0.05)
-        total, procs = bench.tree_rss(proc.pid)
+        total, procs = monitor.tree_rss(proc.pid)
         assert len(procs) == 2
         assert total >= 200 * 2**20
         assert sampler.peak >= 200 * 2**20
@@ -92,20 +101,20 @@ def test_tree_rss_sampler_sums_children():
 def test_tree_rss_of_a_finished_process_is_zero():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    assert bench.tree_rss(proc.pid) == (0, [])
+    assert monitor.tree_rss(proc.pid) == (0, [])
 
 
 def test_run_monitored_records_wall_rss_and_first_matching_line(tmp_path):
     code = "import time; print('warming', flush=True); time.sleep(0.3); print('progress: 64 rows (x)', flush=True)"
-    res = bench.run_monitored(
-        [sys.executable, "-c", code], tmp_path / "log.txt", patterns={"progress": bench.PROGRESS_RE}
+    res = monitor.run_monitored(
+        [sys.executable, "-c", code], tmp_path / "log.txt", patterns={"progress": measure.PROGRESS_RE}
     )
     assert res.returncode == 0 and not res.timed_out
     assert res.wall_s >= 0.3
     assert res.peak_rss_bytes > 0
     t, line = res.matches["progress"]
     assert res.t_launch < t <= res.t_exit + 5.0  # stamped by the reader thread as it reads
-    assert bench.first_progress_rows(line) == 64
+    assert measure.first_progress_rows(line) == 64
     assert "warming" in (tmp_path / "log.txt").read_text()
 
 
@@ -126,8 +135,8 @@ def _chat_source(path: Path, users: list[str]) -> Path:
 
 def test_make_input_cycles_rows_to_n(tmp_path):
     source = _chat_source(tmp_path / "src.jsonl", ["甲地址", "乙地址", "丙地址"])
-    out = bench.make_input(source, 7, tmp_path / "in" / "rows.jsonl")
-    rows = bench.read_rows(out)
+    out = inputs.make_input(source, 7, tmp_path / "in" / "rows.jsonl")
+    rows = inputs.read_rows(out)
     assert [r["text"] for r in rows] == ["甲地址", "乙地址", "丙地址"] * 2 + ["甲地址"]
     assert len({r["id"] for r in rows}) == 7
     assert set(rows[0]) == {"id", "text"}
@@ -136,19 +145,19 @@ def test_make_input_cycles_rows_to_n(tmp_path):
 def test_make_input_is_written_once(tmp_path):
     source = _chat_source(tmp_path / "src.jsonl", ["a", "b"])
     target = tmp_path / "rows.jsonl"
-    bench.make_input(source, 5, target)
+    inputs.make_input(source, 5, target)
     mtime = target.stat().st_mtime_ns
     time.sleep(0.01)
-    bench.make_input(source, 5, target)
+    inputs.make_input(source, 5, target)
     assert target.stat().st_mtime_ns == mtime  # reused
-    bench.make_input(source, 3, target)
-    assert len(bench.read_rows(target)) == 3  # another N: rewritten
+    inputs.make_input(source, 3, target)
+    assert len(inputs.read_rows(target)) == 3  # another N: rewritten
 
 
 def test_load_texts_reads_the_shared_address_set():
-    if not bench.DEFAULT_SOURCE.exists():
+    if not inputs.DEFAULT_SOURCE.exists():
         pytest.skip("shared address data absent")
-    texts = bench.load_texts(bench.DEFAULT_SOURCE)
+    texts = inputs.load_texts(inputs.DEFAULT_SOURCE)
     assert len(texts) == 400 and all(isinstance(t, str) and t for t in texts)
 
 
@@ -158,17 +167,17 @@ def test_load_texts_reads_the_shared_address_set():
 def test_steady_from_stamps_excludes_the_first_output():
     stamps = [10.0, 10.1, 10.2, 11.0, 12.0, 13.0]  # first block of 3 rows at ~10 s
     tokens = [5, 5, 5, 10, 10, 10]
-    s = bench.steady_from_stamps(stamps, t_end=13.0, tokens=tokens)
+    s = measure.steady_from_stamps(stamps, t_end=13.0, tokens=tokens)
     assert s["t_first"] == 10.0 and s["first_rows"] == 3 and s["steady_rows"] == 3
     assert s["steady_rows_per_s"] == pytest.approx(1.0)
     assert s["steady_tokens_per_s"] == pytest.approx(10.0)
-    one_block = bench.steady_from_stamps([5.0, 5.0], t_end=6.0, tokens=[1, 1])
+    one_block = measure.steady_from_stamps([5.0, 5.0], t_end=6.0, tokens=[1, 1])
     assert one_block["steady_rows_per_s"] is None
-    assert bench.steady_from_stamps([], t_end=1.0)["t_first"] is None
+    assert measure.steady_from_stamps([], t_end=1.0)["t_first"] is None
 
 
 def _proc(**matches):
-    return bench.ProcResult(
+    return monitor.ProcResult(
         cmd=["x"], t_launch=100.0, t_exit=160.0, returncode=0, timed_out=False,
         peak_rss_bytes=2**30, peak_procs=3, rss_samples=10, leftover_procs=0, log_path="log",
         matches=matches,
@@ -182,13 +191,13 @@ SUMMARY = {"rows_in": 640, "rows_ok": 600, "rows_rejected": 40, "generate_second
 
 
 def test_engine_init_pattern_matches_vllm_line():
-    assert bench.ENGINE_INIT_RE.search(ENGINE_LINE)
-    assert bench.ENGINE_INIT_RE.search("(EngineCore pid=1) INFO x [core.py:403] " + ENGINE_LINE.split("] ", 1)[1])
+    assert measure.ENGINE_INIT_RE.search(ENGINE_LINE)
+    assert measure.ENGINE_INIT_RE.search("(EngineCore pid=1) INFO x [core.py:403] " + ENGINE_LINE.split("] ", 1)[1])
 
 
 def test_measure_enrich_from_engine_log_line_and_summary():
     proc = _proc(engine_init=(130.0, ENGINE_LINE), progress=(150.0, PROGRESS_LINE))
-    m = bench.measure_enrich(proc, SUMMARY, summary_at=158.0)
+    m = measure.measure_enrich(proc, SUMMARY, summary_at=158.0)
     assert m["engine_start_s"] == pytest.approx(30.0) and m["engine_ready_source"] == "vllm log line"
     assert m["time_to_first_output_s"] == pytest.approx(50.0) and m["first_output_rows"] == 64
     assert m["generate_s"] == pytest.approx(28.0)
@@ -198,7 +207,7 @@ def test_measure_enrich_from_engine_log_line_and_summary():
 
 def test_measure_enrich_without_the_log_line_falls_back_to_the_first_batch():
     proc = _proc(progress=(150.0, PROGRESS_LINE))
-    m = bench.measure_enrich(proc, SUMMARY, summary_at=158.0)
+    m = measure.measure_enrich(proc, SUMMARY, summary_at=158.0)
     assert m["engine_start_s"] == pytest.approx(50.0) and "first progress" in m["engine_ready_source"]
     assert m["steady_rows"] == 576
     assert m["steady_rows_per_s"] == pytest.approx(576 / 8.0)
@@ -208,12 +217,12 @@ def test_measure_enrich_without_the_log_line_falls_back_to_the_first_batch():
 def test_measure_ceiling_uses_llm_construction_and_the_engine_line():
     res = {"t_start": 101.0, "t_prepared": 102.0, "t_imported": 105.0, "t_ready": 125.0, "t_done": 145.0,
            "rows": 400, "output_tokens": 8000, "prompt_tokens_mean": 90.0}  # fmt: skip
-    m = bench.measure_ceiling(_proc(), res)  # no log line: LLM() returning marks "ready"
+    m = measure.measure_ceiling(_proc(), res)  # no log line: LLM() returning marks "ready"
     assert m["engine_start_s"] == pytest.approx(20.0)
     assert m["launch_to_engine_ready_s"] == pytest.approx(25.0)
     assert m["steady_rows_per_s"] == pytest.approx(20.0)
     assert m["steady_tokens_per_s"] == pytest.approx(400.0)
-    m = bench.measure_ceiling(_proc(engine_init=(124.0, ENGINE_LINE)), res)
+    m = measure.measure_ceiling(_proc(engine_init=(124.0, ENGINE_LINE)), res)
     assert m["engine_start_s"] == pytest.approx(20.0)  # still LLM() construction
     assert m["launch_to_engine_ready_s"] == pytest.approx(24.0)
     assert m["steady_rows_per_s"] == pytest.approx(400 / 21.0)
@@ -223,17 +232,17 @@ def test_measure_ceiling_uses_llm_construction_and_the_engine_line():
 def test_measure_peer_with_and_without_the_engine_line():
     res = {"t_start": 101.0, "t_ray": 104.0, "t_written": 150.0, "rows": 4, "output_tokens": 40,
            "prompt_tokens_mean": 90.0, "stamps": [140.0, 140.1, 145.0, 149.0], "tokens": [10, 10, 10, 10]}  # fmt: skip
-    m = bench.measure_peer(_proc(engine_init=(130.0, ENGINE_LINE)), res)
+    m = measure.measure_peer(_proc(engine_init=(130.0, ENGINE_LINE)), res)
     assert m["engine_start_s"] == pytest.approx(30.0) and m["time_to_first_output_s"] == pytest.approx(40.0)
     assert m["steady_rows_per_s"] == pytest.approx(4 / 20.0)
     assert m["steady_tokens_per_s"] == pytest.approx(40 / 20.0)
-    m = bench.measure_peer(_proc(), res)
+    m = measure.measure_peer(_proc(), res)
     assert m["engine_start_s"] == pytest.approx(40.0) and m["first_output_rows"] == 2
     assert m["steady_rows_per_s"] == pytest.approx(2 / 10.0)
 
 
 def test_vllm_logging_config_lets_only_the_engine_line_through(tmp_path):
-    path = bench.write_vllm_logging_config(tmp_path / "log.json", "WARNING")
+    path = inputs.write_vllm_logging_config(tmp_path / "log.json", "WARNING")
     code = textwrap.dedent(
         f"""
         import json, logging, logging.config
@@ -245,15 +254,15 @@ def test_vllm_logging_config_lets_only_the_engine_line_through(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert bench.ENGINE_INIT_RE.search(done.stdout)
+    assert measure.ENGINE_INIT_RE.search(done.stdout)
     assert "a warning" in done.stdout and "chatty info" not in done.stdout
 
 
 def test_agreement_compares_texts_and_parsed_json():
     ref = {"a": '{"x":1}', "b": '{"x":2}'}
-    assert bench.agreement(ref, {"a": '{"x":1}', "b": "other"}) == 0.5
-    assert bench.agreement(ref, {"a": {"x": 1}, "b": {"x": 2}}) == 1.0
-    assert bench.agreement({}, {"a": 1}) is None
+    assert measure.agreement(ref, {"a": '{"x":1}', "b": "other"}) == 0.5
+    assert measure.agreement(ref, {"a": {"x": 1}, "b": {"x": 2}}) == 1.0
+    assert measure.agreement({}, {"a": 1}) is None
 
 
 # --------------------------------------------------------------------------- results -> markdown
@@ -287,9 +296,9 @@ def _results(rows=2000, repeats=3, enrich_rate=(19.0, 20.0, 21.0), peer_wall=(70
                    "sampling": {"temperature": 0.0}, "enrich_max_attempts": 1},  # fmt: skip
         "runs": runs,
         "agreement_with_ceiling": {"peer": 1.0, "enrich": 0.95},
-        **bench.aggregate(runs, ["ceiling", "peer", "enrich", "enrich-all-cores"]),
+        **stats.aggregate(runs, ["ceiling", "peer", "enrich", "enrich-all-cores"]),
     }
-    results["targets"] = bench.compute_targets(results)
+    results["targets"] = stats.compute_targets(results)
     return results
 
 
@@ -322,7 +331,7 @@ def test_targets_met_and_not_met_honestly():
 
 
 def test_render_markdown_has_table_machine_command_targets_and_placeholder():
-    md = bench.render_markdown(_results())
+    md = report.render_markdown(_results())
     assert "| metric | ceiling | peer | enrich | enrich-all-cores |" in md
     assert "| steady rows/s | 21.00 | 15.00 | 20.00 (19.00–21.00) | 30.00 |" in md
     assert "| runs ok | 3/3 | 3/3 | 3/4 | 3/3 |" in md
@@ -330,22 +339,22 @@ def test_render_markdown_has_table_machine_command_targets_and_placeholder():
     assert "Test CPU @ 3GHz" in md and "2 logical cores" in md and "24.0 GiB" in md
     assert "/work/main/.venv/bin/python bench/run.py --rows 2000" in md
     assert "## Targets" in md and "**met**" in md
-    assert "## Profile findings" in md and bench.PROFILE_PLACEHOLDER in md
+    assert "## Profile findings" in md and report.PROFILE_PLACEHOLDER in md
     assert "Smoke run" not in md
-    assert "Smoke run" in bench.render_markdown(_results(rows=32, repeats=1))
+    assert "Smoke run" in report.render_markdown(_results(rows=32, repeats=1))
 
 
 def test_render_markdown_keeps_hand_written_profile_findings():
-    previous = bench.render_markdown(_results()).replace(
-        bench.PROFILE_PLACEHOLDER, "- detokenize dominates the driver (py-spy, 2000 rows)"
+    previous = report.render_markdown(_results()).replace(
+        report.PROFILE_PLACEHOLDER, "- detokenize dominates the driver (py-spy, 2000 rows)"
     )
-    again = bench.render_markdown(_results(enrich_rate=(1.0, 2.0, 3.0)), previous_md=previous)
+    again = report.render_markdown(_results(enrich_rate=(1.0, 2.0, 3.0)), previous_md=previous)
     assert "- detokenize dominates the driver (py-spy, 2000 rows)" in again
-    assert bench.PROFILE_PLACEHOLDER not in again
+    assert report.PROFILE_PLACEHOLDER not in again
 
 
 def test_render_markdown_without_results_is_a_skeleton():
-    md = bench.render_markdown(None)
+    md = report.render_markdown(None)
     assert "No benchmark run yet" in md and "## Profile findings" in md
 
 
@@ -353,7 +362,7 @@ def test_render_flatness_section():
     flat = {"engine": "stand-in", "tolerance": 1.25, "peak_ratio": 1.1, "flat": True,
             "runs": [{"rows": 10000, "ok": True, "wall_s": 30.0, "peak_rss_bytes": 2**30},
                      {"rows": 1000000, "ok": True, "wall_s": 600.0, "peak_rss_bytes": 1.1 * 2**30}]}  # fmt: skip
-    md = bench.render_markdown(None, flat)
+    md = report.render_markdown(None, flat)
     assert "## Memory flatness" in md and "| 1000000 | 600.0 | 1667 | 1.10 | True |" in md
     assert "**flat**" in md
 
@@ -364,7 +373,7 @@ def test_render_flatness_section():
 def test_standin_vllm_answers_a_valid_address(tmp_path):
     """The memory-flatness stand-in shadows vllm on PYTHONPATH and answers with a row that
     passes the address task's checks (so the big run writes enriched rows, not rejects)."""
-    root = bench.write_standin(tmp_path / "standin")
+    root = flatness.write_standin(tmp_path / "standin")
     code = textwrap.dedent(
         """
         import json, vllm
@@ -389,18 +398,18 @@ def test_standin_vllm_answers_a_valid_address(tmp_path):
 
 
 def test_parse_args_defaults_and_validation():
-    args = bench.parse_args([])
+    args = cli.parse_args([])
     assert args.rows == 2000 and args.repeats == 3 and args.systems == ["ceiling", "peer", "enrich", "enrich-all-cores"]
     assert args.out == (REPO / "bench" / "out").resolve()
-    assert bench.parse_args(["--systems", "enrich,ceiling"]).systems == ["enrich", "ceiling"]
+    assert cli.parse_args(["--systems", "enrich,ceiling"]).systems == ["enrich", "ceiling"]
     with pytest.raises(SystemExit):
-        bench.parse_args(["--systems", "ceiling,bogus"])
+        cli.parse_args(["--systems", "ceiling,bogus"])
 
 
 def test_enrich_command_carries_the_shared_settings(tmp_path):
-    args = bench.parse_args(["--out", str(tmp_path)])
-    engine = bench.engine_settings(False, None)
-    b = bench.Bench(args, tmp_path, "/models/tiny", tmp_path / "in.jsonl", False, engine, bench.sampling_settings())
+    args = cli.parse_args(["--out", str(tmp_path)])
+    engine = inputs.engine_settings(False, None)
+    b = harness.Bench(args, tmp_path, "/models/tiny", tmp_path / "in.jsonl", False, engine, inputs.sampling_settings())
     cmd = b.enrich_cmd(tmp_path / "in.jsonl", tmp_path / "o", 64)
     flags = dict(zip(cmd, cmd[1:]))
     assert flags["--max-model-len"] == "1024" and flags["--gpu-memory-utilization"] == "0.25"

@@ -1,0 +1,213 @@
+"""Running one benchmark process: its output logged and stamped line by line, the summed RSS
+of its process tree, and the processes it leaves behind."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import REPO
+
+RSS_INTERVAL_S = 0.5
+
+
+def tree_rss(pid: int) -> tuple[int, list[Any]]:
+    """Summed RSS (bytes) of a process and all its descendants, and the processes seen."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return 0, []
+    total, seen = 0, []
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+            seen.append(p)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+    return total, seen
+
+
+class TreeRssSampler:
+    """Polls the summed RSS of a process tree every `interval` seconds in a thread.
+
+    RSS sums count pages shared between processes (libraries, Ray's object store) once per
+    process, so the figure is an upper bound of the tree's real footprint; it is the same
+    method for every system.
+    """
+
+    def __init__(self, pid: int, interval: float = RSS_INTERVAL_S) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self.peak_at: float | None = None
+        self.peak_procs = 0
+        self.samples = 0
+        self.seen: dict[int, float] = {}  # pid -> create_time of every process ever seen
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeRssSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> int:
+        total, procs = tree_rss(self.pid)
+        for p in procs:
+            try:
+                self.seen.setdefault(p.pid, p.create_time())
+            except Exception:  # noqa: BLE001 - gone between listing and asking
+                pass
+        self.samples += 1
+        if total > self.peak:
+            self.peak, self.peak_at, self.peak_procs = total, time.time(), len(procs)
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+
+def reap_leftovers(seen: dict[int, float], exclude: int | None = None, grace_s: float = 15.0) -> int:
+    """Processes of a finished run (seen in its tree, same create_time) that outlive it:
+    wait `grace_s`, then terminate them, by pid. Returns how many had to be ended."""
+    import psutil
+
+    def alive() -> list[Any]:
+        out = []
+        for pid, created in seen.items():
+            if pid == exclude:
+                continue
+            try:
+                p = psutil.Process(pid)
+                if abs(p.create_time() - created) < 1e-3 and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return out
+
+    deadline = time.time() + grace_s
+    left = alive()
+    while left and time.time() < deadline:
+        time.sleep(0.5)
+        left = alive()
+    for p in left:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, still = psutil.wait_procs(left, timeout=5)
+    for p in still:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return len(left)
+
+
+@dataclass
+class ProcResult:
+    cmd: list[str]
+    t_launch: float
+    t_exit: float
+    returncode: int | None
+    timed_out: bool
+    peak_rss_bytes: int
+    peak_procs: int
+    rss_samples: int
+    leftover_procs: int
+    log_path: str
+    matches: dict[str, tuple[float, str]] = field(default_factory=dict)  # name -> (time, line)
+
+    @property
+    def wall_s(self) -> float:
+        return self.t_exit - self.t_launch
+
+
+def run_monitored(
+    cmd: Sequence[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 3600.0,
+    patterns: dict[str, re.Pattern[str]] | None = None,
+    cwd: Path = REPO,
+) -> ProcResult:
+    """Run `cmd` with stdout+stderr to `log_path`, sampling the tree's RSS; the first line
+    matching each pattern is kept with its arrival time."""
+    patterns = patterns or {}
+    matches: dict[str, tuple[float, str]] = {}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t_launch = time.time()
+    proc = subprocess.Popen(
+        list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with open(log_path, "wb") as log:
+            for raw in proc.stdout:
+                now = time.time()
+                log.write(raw)
+                log.flush()
+                line = raw.decode("utf-8", "replace")
+                for name, pat in patterns.items():
+                    if name not in matches and pat.search(line):
+                        matches[name] = (now, line.rstrip("\n"))
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    timed_out = False
+    with TreeRssSampler(proc.pid) as sampler:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            sampler.sample()
+            for p in reversed(tree_rss(proc.pid)[1]):  # our own run's processes, by pid
+                try:
+                    p.kill()
+                except Exception:  # noqa: BLE001
+                    pass
+            proc.wait()
+    t_exit = time.time()
+    reader.join(timeout=10)
+    leftovers = reap_leftovers(sampler.seen, exclude=proc.pid)
+    return ProcResult(
+        cmd=list(cmd),
+        t_launch=t_launch,
+        t_exit=t_exit,
+        returncode=proc.returncode,
+        timed_out=timed_out,
+        peak_rss_bytes=sampler.peak,
+        peak_procs=sampler.peak_procs,
+        rss_samples=sampler.samples,
+        leftover_procs=leftovers,
+        log_path=str(log_path),
+        matches=matches,
+    )
+
+
+def log_tail(path: str, lines: int = 25) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
