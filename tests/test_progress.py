@@ -36,7 +36,11 @@ def test_timeline_keeps_points_a_step_apart_and_the_latest_totals() -> None:
     t = Timeline(step=1.0)
     for i, seconds in enumerate([0.2, 0.5, 0.9, 1.5, 1.6, 3.0]):
         t.add(seconds, rows=10 * (i + 1), tokens=100 * (i + 1))
-    assert t.points == [(0.0, 0, 0), (0.9, 30, 300), (1.6, 50, 500), (3.0, 60, 600)]
+    assert t.points == [(0.0, 0, 0), (1.5, 40, 400), (3.0, 60, 600)]
+    t.add(3.2, rows=70, tokens=700)  # within a step of the last kept point: kept as the latest
+    assert t.points[-2:] == [(3.0, 60, 600), (3.2, 70, 700)]
+    t.add(3.3, rows=75, tokens=750)
+    assert t.points[-2:] == [(3.0, 60, 600), (3.3, 75, 750)]
 
 
 def test_timeline_stays_bounded_and_keeps_start_and_end() -> None:
@@ -48,3 +52,8 @@ def test_timeline_stays_bounded_and_keeps_start_and_end() -> None:
     times = [p[0] for p in t.points]
     assert times == sorted(times) and t.step >= 64
     assert all(b - a >= 1.0 for a, b in zip(times, times[1:]))
+    burst = Timeline(step=1.0)  # rows arriving 0.02 s apart, forever: points still a step apart
+    for i in range(1, 1001):
+        burst.add(i * 0.02, rows=i, tokens=i)
+    times = [p[0] for p in burst.points[:-1]]
+    assert len(burst.points) >= 20 and all(b - a >= 1.0 for a, b in zip(times, times[1:]))

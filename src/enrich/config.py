@@ -21,7 +21,13 @@ class EngineConfig(BaseModel):
     gpus_per_engine: float | None = Field(
         None, ge=0, description="GPUs per actor; default: 1 if the cluster has GPUs, else 0 (CPU)."
     )
-    cpus_per_engine: float = Field(1.0, gt=0, description="CPUs Ray reserves per engine actor.")
+    cpus_per_engine: float = Field(
+        1.0,
+        gt=0,
+        description="CPUs Ray reserves per engine actor. On a CPU node each engine is also "
+        "bound to its own round(cpus_per_engine) cores; for one engine per core on an N-core "
+        "node use --num-engines N --cpus-per-engine (N-0.5)/N, leaving Ray room for the light stages.",
+    )
     batch_size: int = Field(64, ge=1, description="Rows per batch handed to an engine actor.")
     max_model_len: int = Field(2048, ge=64, description="Context length (prompt + output tokens).")
     gpu_memory_utilization: float | None = Field(

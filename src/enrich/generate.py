@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from enrich import columns as C
 from enrich.config import JobConfig
+from enrich.cpu_slots import bind_engine_to_own_cores
 from enrich.model_store import local_model_path
 from enrich.tasks import Task, task_for
 from enrich.validate import RejectReason, validate_output
@@ -57,6 +58,18 @@ def _has_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _cores_per_engine(cfg: JobConfig) -> int:
+    # Ray's CPU reservation is bookkeeping (it may be fractional); the binding is physical cores.
+    return max(1, round(cfg.engine.cpus_per_engine))
+
+
+def request_seed(cfg: JobConfig, offset: int = 0) -> int | None:
+    """A per-request seed on GPU; None on CPU, where vLLM cannot keep one: a seeded sampled
+    request whose prefill is chunked kills the engine ('CPU Generator does not use offset').
+    On CPU, sampled (non-greedy) outputs then follow the engine seed and the batch order."""
+    return cfg.engine.seed + offset if _has_gpu() else None
+
+
 def sampling_params(cfg: JobConfig, task: Task) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
@@ -70,7 +83,7 @@ def sampling_params(cfg: JobConfig, task: Task) -> Any:
         temperature=s.temperature,
         top_p=s.top_p,
         max_tokens=s.max_tokens,
-        seed=cfg.engine.seed,
+        seed=request_seed(cfg),
         structured_outputs=constraint,
     )
 
@@ -90,8 +103,8 @@ class EngineActor:
 
     Each row is decoded with its task's params and adapter (`_enrich_task`), so the tasks of a
     multi-task run share one engine. Rows whose output is cut off at max_tokens are retried
-    with twice the budget; rows whose output fails validation are resampled (seeded, so reruns
-    repeat); both within `sampling.max_attempts`. The validate stage judges the last attempt.
+    with twice the budget; rows whose output fails validation are resampled (seeded on GPU, so
+    reruns repeat); both within `sampling.max_attempts`. The validate stage judges the last attempt.
     """
 
     def __init__(self, cfg: JobConfig) -> None:
@@ -99,6 +112,7 @@ class EngineActor:
 
         started = time.monotonic()
         self.cfg = cfg
+        self._cpu_slot = None if _has_gpu() else bind_engine_to_own_cores(_cores_per_engine(cfg))
         self.llm = LLM(**engine_kwargs(cfg))
         adapters: dict[str, int] = {}
         self.tasks: dict[str, TaskDecoding] = {}
@@ -177,7 +191,7 @@ class EngineActor:
             params.max_tokens = min(d.params.max_tokens * 2**attempt, room)
             return params if params.max_tokens > d.params.max_tokens else None
         params.temperature = self.cfg.sampling.retry_temperature
-        params.seed = self.cfg.engine.seed + attempt  # resample, reproducibly
+        params.seed = request_seed(self.cfg, attempt)  # resample, reproducibly where the platform allows
         return params
 
     def _generate(

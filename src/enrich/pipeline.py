@@ -32,6 +32,14 @@ from enrich.write import Lineage
 log = logging.getLogger(__name__)
 
 MAX_ENGINE_RESTARTS = 3
+# Ray Data merges a task's outputs into blocks of up to 128 MiB: a whole shard would be one
+# block, which one engine takes while the others idle and nothing reaches the writer until
+# it is done. Small blocks (tens of rows) spread a shard over the engines; the engine stage
+# bundles them back into batches of `batch_size` rows.
+BLOCK_BYTES = 64 * 1024
+# Ray CPUs each read/prepare/validate task reserves: they are light next to the engines, and a
+# whole CPU each would leave none free once engines hold a node's cores (the job would wait).
+STAGE_CPUS = 0.25
 
 
 def fingerprint(cfg: JobConfig, task: Task) -> str:
@@ -83,13 +91,16 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo], needs: dict[str, list
     """The Ray Data plan. `needs`: source file -> tasks still to do (None: all tasks)."""
     import ray
 
+    ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES
     items = [{"url": s.url, "format": s.format, "size": s.size, "version": s.version} for s in shards]
     gpus = gpus_per_engine(cfg)
     engine_resources: dict[str, Any] = {"num_gpus": gpus} if gpus else {"num_cpus": cfg.engine.cpus_per_engine}
     return (
         ray.data.from_items(items, override_num_blocks=len(items))
-        .map_batches(_read_shards, batch_size=1, batch_format="numpy", fn_kwargs={"cfg": cfg})
-        .map_batches(prepare_tasks, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "needs": needs})
+        .map_batches(_read_shards, batch_size=1, batch_format="numpy", fn_kwargs={"cfg": cfg}, num_cpus=STAGE_CPUS)
+        .map_batches(
+            prepare_tasks, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "needs": needs}, num_cpus=STAGE_CPUS
+        )
         .map_batches(
             EngineActor,
             fn_constructor_kwargs={"cfg": cfg},
@@ -103,7 +114,7 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo], needs: dict[str, list
             max_task_retries=MAX_ENGINE_RESTARTS,
             **engine_resources,
         )
-        .map_batches(validate_tasks, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
+        .map_batches(validate_tasks, batch_format="pyarrow", fn_kwargs={"cfg": cfg}, num_cpus=STAGE_CPUS)
     )
 
 

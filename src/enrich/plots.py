@@ -115,9 +115,8 @@ def throughput_png(points: Sequence[tuple[float, int, int]], buckets: int = 40) 
         edges = [end * i / n for i in range(n + 1)]
         done = [_done_by(points, t) for t in edges]
         width = end / n
-        mids = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
-        ax_rows.step(mids, [(b[0] - a[0]) / width for a, b in zip(done, done[1:])], where="mid")
-        ax_tokens.step(mids, [(b[1] - a[1]) / width for a, b in zip(done, done[1:])], where="mid", color="C1")
+        ax_rows.stairs([(b[0] - a[0]) / width for a, b in zip(done, done[1:])], edges)
+        ax_tokens.stairs([(b[1] - a[1]) / width for a, b in zip(done, done[1:])], edges, color="C1")
         for ax in (ax_rows, ax_tokens):
             ax.set_ylim(bottom=0)
     rows, tokens = (points[-1][1], points[-1][2]) if points else (0, 0)

@@ -22,20 +22,27 @@ MAX_TIMELINE_POINTS = 2000
 
 
 class Timeline:
-    """(seconds since start, rows done, output tokens done) points, at least `step` apart;
-    when full, every other point is dropped and `step` doubles, so memory stays bounded."""
+    """(seconds since start, rows done, output tokens done) points at least `step` apart, plus
+    the latest totals; when full, every other point is dropped and `step` doubles, so memory
+    stays bounded however long the run."""
 
     def __init__(self, step: float = 1.0, max_points: int = MAX_TIMELINE_POINTS) -> None:
         self.step, self.max_points = step, max_points
-        self.points: list[tuple[float, int, int]] = [(0.0, 0, 0)]
+        self._kept: list[tuple[float, int, int]] = [(0.0, 0, 0)]
+        self._latest: tuple[float, int, int] | None = None
+
+    @property
+    def points(self) -> list[tuple[float, int, int]]:
+        return self._kept + ([self._latest] if self._latest else [])
 
     def add(self, seconds: float, rows: int, tokens: int) -> None:
-        if len(self.points) > 1 and seconds - self.points[-2][0] < self.step:
-            self.points[-1] = (seconds, rows, tokens)  # too close: move the latest point
+        if seconds - self._kept[-1][0] < self.step:
+            self._latest = (seconds, rows, tokens)  # too close to the last kept point: pending
             return
-        self.points.append((seconds, rows, tokens))
-        if len(self.points) > self.max_points:
-            self.points = self.points[:1] + self.points[2::2] + ([self.points[-1]] if len(self.points) % 2 == 0 else [])
+        self._kept.append((seconds, rows, tokens))
+        self._latest = None
+        if len(self._kept) > self.max_points:
+            self._kept = self._kept[:1] + self._kept[2::2] + ([self._kept[-1]] if len(self._kept) % 2 == 0 else [])
             self.step *= 2
 
 
