@@ -84,8 +84,8 @@ class Bench:
             pool = ["--num-engines", str(engines)]
             if not self.gpu:
                 pool += ["--cpus-per-engine", f"{(len(os.sched_getaffinity(0)) - 0.5) / engines:.2f}"]
-        return head + pool + [
-            "run", "--task", "address",
+        return head + [
+            "run", *pool, "--task", "address",
             "--input", str(input_path), "--output", str(output), "--model", self.model,
             "--id-column", "id", "--overwrite",
             "--batch-size", str(batch_size),

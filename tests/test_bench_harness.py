@@ -418,3 +418,18 @@ def test_enrich_command_carries_the_shared_settings(tmp_path):
     assert "--overwrite" in cmd
     assert engine["structured_outputs_config"] == {"backend": "xgrammar", "disable_any_whitespace": True}
     assert engine["enforce_eager"] is True
+
+
+def test_all_cores_command_is_one_enrich_accepts(tmp_path, monkeypatch):
+    """enrich-all-cores: one engine per core, parsed by enrich's own CLI parser."""
+    from enrich.cli import build_parser, config_from_args
+
+    monkeypatch.setattr(harness.os, "sched_getaffinity", lambda pid: {0, 1})
+    args = cli.parse_args(["--out", str(tmp_path)])
+    b = harness.Bench(args, tmp_path, "/models/tiny", tmp_path / "in.jsonl", False,
+                      inputs.engine_settings(False, None), inputs.sampling_settings())
+    cmd = b.enrich_cmd(tmp_path / "in.jsonl", tmp_path / "o", 64, engines=2)
+    cfg = config_from_args(build_parser().parse_args(cmd[1:]))
+    assert cfg.engine.num_engines == 2 and cfg.engine.cpus_per_engine == 0.75
+    one = config_from_args(build_parser().parse_args(b.enrich_cmd(tmp_path / "in.jsonl", tmp_path / "o", 64)[1:]))
+    assert one.engine.num_engines == 1 and one.engine.cpus_per_engine == 1.0
