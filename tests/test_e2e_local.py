@@ -54,6 +54,11 @@ def test_jsonl_and_parquet_local(tmp_path: Path, tiny_model: Path) -> None:
     assert summary.rows_in == rows_in and summary.shards_processed == 2
     assert (tmp_path / "out" / "_SUCCESS").exists()
     assert ok.num_rows > 0, "the tiny model under guided decoding should produce some valid rows"
+    # Per-run quality figures in _summary.json; every row counted once by its generations.
+    quality = written["quality"]
+    assert sum(quality["rows_by_attempts"].values()) == rows_in and quality["rows_by_attempts"]["0"] >= 4
+    assert 0 <= quality["validation_pass_rate"] <= 1 and set(quality["empty_rate"]) >= {"province", "phone"}
+    assert quality["tokens_per_row"]["output"]["rows"] == rows_in - quality["rows_by_attempts"]["0"]
     check_enriched_schema(ok, ["order_id", "text"], summary.fingerprint)
     check_rejects_schema(bad)
     assert set(ok.column("enrich_model").to_pylist()) == {str(tiny_model)}

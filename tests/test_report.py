@@ -77,9 +77,11 @@ def _summary(manifests: list[ShardManifest]) -> RunSummary:
 def _output(root: Path) -> list[ShardManifest]:
     """Shard a: 4 ok, 2 rejected; shard b: 3 ok, 2 rejected (one bad_input: no model output)."""
     a = pa.table({"province": ["浙江省", "", None, "广东省"], "keywords": [["x"], [], None, ["y", "z"]],
-                  "text": ["t"] * 4, "enrich_prompt_tokens": [10, 20, 30, 40], "enrich_output_tokens": [5, 6, 7, 8]})
+                  "text": ["t"] * 4, "enrich_prompt_tokens": [10, 20, 30, 40], "enrich_output_tokens": [5, 6, 7, 8],
+                  "enrich_attempts": [1, 1, 2, 1]})
     b = pa.table({"province": ["", "四川省", "天津市"], "keywords": [["x"], ["y"], ["z"]], "text": ["t"] * 3,
-                  "enrich_prompt_tokens": [10, 10, 10], "enrich_output_tokens": [9, 9, None]})
+                  "enrich_prompt_tokens": [10, 10, 10], "enrich_output_tokens": [9, 9, None],
+                  "enrich_attempts": [1, 2, 1]})
     return [
         _shard(root, "a", a, _rejects([("a4", "truncated", 2), ("a5", "domain_check", 1)]), 200),
         _shard(root, "b", b, _rejects([("b3", "truncated", 2), ("b4", "bad_input", 0)]), 130),
@@ -102,6 +104,7 @@ def test_run_report_numbers_and_plots(tmp_path: Path) -> None:
     assert q["empty_rows"] == {"province": 3, "keywords": 2}
     assert q["empty_rate"] == {"province": pytest.approx(3 / 7), "keywords": pytest.approx(2 / 7)}
     assert q["reject_attempts"] == {"0": 1, "1": 1, "2": 2}
+    assert q["rows_by_attempts"] == {"0": 1, "1": 6, "2": 4} and q["retried_rows"] == 4
     assert q["output_tokens"] == 330
     report = tmp_path / "_report"
     assert json.loads((report / "quality.json").read_text()) == json.loads(json.dumps(q))

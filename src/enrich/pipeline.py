@@ -197,14 +197,15 @@ def _finish(out: TaskOutput, started: float, engine_started: float | None, timel
     committer = out.committer
     committer.finish()
     summary = build_summary(out.cfg, out.lineage, committer, started, engine_started)
-    committer.write_text("_summary.json", summary.model_dump_json(indent=2))
     try:
-        from enrich.report import write_run_report
+        from enrich.report import SUMMARY_QUALITY, write_run_report
 
         manifests = committer.committed + committer.skipped
-        write_run_report(committer.fs, committer.root, summary, manifests, out.output_names, timeline=timeline)
+        q = write_run_report(committer.fs, committer.root, summary, manifests, out.output_names, timeline=timeline)
+        summary.quality = {k: q[k] for k in SUMMARY_QUALITY}
     except Exception:  # noqa: BLE001 - a report failure must not fail a committed run
         log.warning("run report not written", exc_info=True)
+    committer.write_text("_summary.json", summary.model_dump_json(indent=2))
     if not summary.invariant_ok:
         raise RuntimeError(
             f"row count invariant broken: rows_in {summary.rows_in} != "

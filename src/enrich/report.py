@@ -28,6 +28,11 @@ MAX_SHARD_BARS = 40  # more shards: a histogram of per-shard reject rates instea
 MAX_SHARD_ROWS = 50  # shards listed in report.md, worst reject rate first
 # Rejects whose row got a model output that was then checked (the validation pass rate's base).
 GENERATED_REJECTS = ("truncated", "invalid_json", "schema_violation", "domain_check")
+# The quality figures also copied into _summary.json (the timeline and per-shard detail stay here).
+SUMMARY_QUALITY = (
+    "validation_pass_rate", "truncation_rate", "empty_rate", "rows_by_attempts", "retried_rows",
+    "reject_rate_by_reason", "tokens_per_row",
+)
 
 
 # ---------------------------------------------------------------- markdown and files
@@ -95,10 +100,14 @@ def quality_metrics(
     empty: Counter[str] = Counter({f: 0 for f in output_fields})
     lengths: dict[str, list[int]] = {"prompt": [], "output": []}
     ok_tokens = ["enrich_prompt_tokens", "enrich_output_tokens"]
-    for batch in iter_batches(fs, root, (f for m in manifests for f in m.files), [*output_fields, *ok_tokens]):
+    ok_attempts: Counter[int] = Counter()
+    ok_files = (f for m in manifests for f in m.files)
+    for batch in iter_batches(fs, root, ok_files, [*output_fields, *ok_tokens, "enrich_attempts"]):
         for name in batch.schema.names:
             if name in ok_tokens:
                 lengths[name.split("_")[1]] += [v for v in batch.column(name).to_pylist() if v is not None]
+            elif name == "enrich_attempts":
+                ok_attempts.update(a for a in batch.column(name).to_pylist() if a is not None)
             else:
                 empty[name] += _empty_count(batch.column(name))
     attempts: Counter[int] = Counter()
@@ -124,6 +133,9 @@ def quality_metrics(
         "empty_rows": dict(empty),
         "empty_rate": {f: ratio(n, rows_ok) for f, n in empty.items()},
         "reject_attempts": {str(a): n for a, n in sorted(attempts.items())},
+        # Generations per row, ok and rejected (0: rejected before the engine); > 1 = retried.
+        "rows_by_attempts": {str(a): n for a, n in sorted((ok_attempts + attempts).items())},
+        "retried_rows": sum(n for a, n in (ok_attempts + attempts).items() if a > 1),
         "output_tokens": tokens,
         "output_tokens_per_row": ratio(tokens, rows_in),
         "tokens_per_row": {kind: _stats(values) for kind, values in lengths.items()},

@@ -42,6 +42,12 @@ class RunSummary(BaseModel):
     output: str
     engine: dict[str, Any]
     sampling: dict[str, Any]
+    quality: dict[str, Any] | None = Field(
+        None,
+        description="Quality of the whole output (from _report/quality.json): validation pass "
+        "rate, truncation rate, empty rate per output field, rows per attempt count (retries), "
+        "tokens per row. None when the report could not be built.",
+    )
 
     def human(self) -> str:
         lines = [
