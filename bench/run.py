@@ -2,7 +2,7 @@
 """Side-by-side throughput benchmark: raw vLLM (ceiling), Ray Data LLM (peer) and enrich.
 
     python bench/run.py [--rows 2000] [--repeats 3] [--model PATH]
-                        [--systems ceiling,peer,enrich] [--out bench/out]
+                        [--systems ceiling,peer,enrich,enrich-all-cores] [--out bench/out]
     python bench/run.py --memory-flatness [--flat-rows 10000,1000000]
 
 All three systems get the same input (N address rows, one JSONL shard written once), the
