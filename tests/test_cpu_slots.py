@@ -29,13 +29,20 @@ def test_each_claim_gets_its_own_cores_until_none_are_left(tmp_path: Path, four_
 
 
 def test_binding_is_set_for_vllm_unless_the_operator_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A private environment: a binding leaked into this process would reach every Ray worker
+    # and engine started later in the session (a bind to cores 2,3 on a 2-core runner kills them).
+    env: dict[str, str] = {}
+    monkeypatch.setattr(os, "environ", env)
     monkeypatch.setattr(cpu_slots, "claim_cpu_slot", lambda cores: ([2, 3][:cores], os.open(os.devnull, os.O_RDONLY)))
-    monkeypatch.delenv(cpu_slots.BIND_ENV, raising=False)
     fd = cpu_slots.bind_engine_to_own_cores(2)
-    assert fd is not None and os.environ[cpu_slots.BIND_ENV] == "2,3"
+    assert fd is not None and env == {cpu_slots.BIND_ENV: "2,3"}
     os.close(fd)
-    monkeypatch.setenv(cpu_slots.BIND_ENV, "0-1")  # the operator's binding wins
-    assert cpu_slots.bind_engine_to_own_cores(1) is None and os.environ[cpu_slots.BIND_ENV] == "0-1"
-    monkeypatch.delenv(cpu_slots.BIND_ENV)
+    env[cpu_slots.BIND_ENV] = "0-1"  # the operator's binding wins
+    assert cpu_slots.bind_engine_to_own_cores(1) is None and env == {cpu_slots.BIND_ENV: "0-1"}
+    env.clear()
     monkeypatch.setattr(cpu_slots, "claim_cpu_slot", lambda cores: None)  # every slot taken
-    assert cpu_slots.bind_engine_to_own_cores(1) is None and cpu_slots.BIND_ENV not in os.environ
+    assert cpu_slots.bind_engine_to_own_cores(1) is None and env == {}
+
+
+def test_the_binding_tests_leave_the_environment_alone() -> None:
+    assert cpu_slots.BIND_ENV not in os.environ
