@@ -7,6 +7,7 @@ failing rows become `engine_error` rejects.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -52,6 +53,7 @@ def _lora_kwargs(cfg: JobConfig) -> dict[str, Any]:
     return {"enable_lora": True, "max_lora_rank": cfg.engine.max_lora_rank, "max_loras": len(adapters)}
 
 
+@functools.cache  # asked per retried row (request_seed): answer once per process
 def _has_gpu() -> bool:
     import torch
 
