@@ -17,6 +17,7 @@ from monitor import log_tail, run_monitored
 if TYPE_CHECKING:
     from harness import Bench
 
+STANDIN_PROVINCE = "浙江省"  # the stand-in's fixed answer, below
 # Peak RSS ratio (largest / smallest input) still called flat: --flat-tolerance's default.
 FLATNESS_TOLERANCE = 1.25
 
@@ -79,6 +80,21 @@ def write_standin(root: Path) -> Path:
     return root
 
 
+def output_summary(output: Path) -> dict[str, Any]:
+    """Parquet files written (the write path should give a handful per shard, not one per
+    block) and how many enriched rows carry the stand-in's answer."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    parts = sorted(output.glob("part-*.parquet"))
+    rejects = sorted((output / "_rejects").glob("part-*.parquet"))
+    standin_rows = 0
+    for part in parts:
+        province = pq.read_table(part, columns=["province"]).column("province")
+        standin_rows += pc.sum(pc.equal(province, STANDIN_PROVINCE)).as_py() or 0
+    return {"output_files": len(parts), "reject_files": len(rejects), "standin_rows": standin_rows}
+
+
 def run_memory_flatness(bench: Bench, sizes: Sequence[int]) -> dict[str, Any]:
     standin = write_standin(bench.out / "standin")
     runs = []
@@ -97,7 +113,9 @@ def run_memory_flatness(bench: Bench, sizes: Sequence[int]) -> dict[str, Any]:
         if proc.returncode == 0 and summary_path.exists():
             s = json.loads(summary_path.read_text())
             rec.update(rows_in=s["rows_in"], rows_ok=s["rows_ok"], rows_rejected=s["rows_rejected"])
-            # The stand-in must really have replaced vLLM: its outputs are all the same row.
+            rec.update(output_summary(output))
+            # The stand-in must really have replaced vLLM: then every output is its one row.
+            rec["ok"] = rec["standin_rows"] == rec["rows_ok"] == n
         else:
             rec["ok"] = False
             rec["error"] = log_tail(proc.log_path)

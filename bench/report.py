@@ -144,13 +144,15 @@ def render_flatness(flat: dict[str, Any]) -> list[str]:
         "`enrich run` with the stand-in engine (" + flat["engine"] + ") on generated inputs; peak RSS of the "
         "whole process tree.",
         "",
-        "| rows | wall (s) | rows/s | peak RSS (GiB) | ok |",
-        "|---|---|---|---|---|",
+        "| rows | wall (s) | rows/s | peak RSS (GiB) | Parquet files (ok + rejects) | rows with the stand-in's answer | ok |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in flat["runs"]:
         rate = f"{r['rows'] / r['wall_s']:.0f}" if r.get("ok") and r.get("wall_s") else "n/a"
+        files = f"{r['output_files']} + {r['reject_files']}" if "output_files" in r else "n/a"
         out.append(
-            f"| {r['rows']} | {r['wall_s']:.1f} | {rate} | {r['peak_rss_bytes'] / 2**30:.2f} | {r.get('ok')} |"
+            f"| {r['rows']} | {r['wall_s']:.1f} | {rate} | {r['peak_rss_bytes'] / 2**30:.2f} | {files} "
+            f"| {r.get('standin_rows', 'n/a')} | {r.get('ok')} |"
         )
     value = flat.get("peak_ratio")
     verdict = "n/a" if value is None else ("flat" if flat.get("flat") else "NOT flat")

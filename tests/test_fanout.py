@@ -22,6 +22,10 @@ def _cfg(tmp_path: Path, model: Path, tasks: list[str]) -> JobConfig:
                                      "model": str(model), "task": tasks})
 
 
+def _configs(tmp_path: Path, model: Path, tasks: list[str]) -> dict[str, JobConfig]:
+    return _cfg(tmp_path, model, tasks).task_configs()
+
+
 def _chunk(sources: list[str]) -> pa.Table:
     n = len(sources)
     return pa.table({
@@ -35,8 +39,7 @@ def _chunk(sources: list[str]) -> pa.Table:
 
 
 def test_each_row_fans_out_once_per_task_with_its_own_prompt(tmp_path: Path, tiny_model: Path) -> None:
-    cfg = _cfg(tmp_path, tiny_model, ["address", "keywords"])
-    out = prepare_tasks(_chunk(["/in/a.jsonl"] * 3), cfg)
+    out = prepare_tasks(_chunk(["/in/a.jsonl"] * 3), _configs(tmp_path, tiny_model, ["address", "keywords"]))
     assert out.num_rows == 6
     assert out.column(C.TASK).to_pylist() == ["address"] * 3 + ["keywords"] * 3
     assert out.column(C.ROW_ID).to_pylist() == ["r0", "r1", "r2"] * 2
@@ -46,14 +49,14 @@ def test_each_row_fans_out_once_per_task_with_its_own_prompt(tmp_path: Path, tin
 
 
 def test_a_single_task_is_labelled_too(tmp_path: Path, tiny_model: Path) -> None:
-    out = prepare_tasks(_chunk(["/in/a.jsonl"] * 2), _cfg(tmp_path, tiny_model, ["keywords"]))
+    out = prepare_tasks(_chunk(["/in/a.jsonl"] * 2), _configs(tmp_path, tiny_model, ["keywords"]))
     assert out.column(C.TASK).to_pylist() == ["keywords"] * 2
 
 
 def test_needs_limit_each_shard_to_the_tasks_still_to_do(tmp_path: Path, tiny_model: Path) -> None:
-    cfg = _cfg(tmp_path, tiny_model, ["address", "keywords"])
+    configs = _configs(tmp_path, tiny_model, ["address", "keywords"])
     chunk = _chunk(["/in/a.jsonl", "/in/b.jsonl", "/in/b.jsonl"])
-    out = prepare_tasks(chunk, cfg, needs={"/in/a.jsonl": ["keywords"], "/in/b.jsonl": ["address", "keywords"]})
+    out = prepare_tasks(chunk, configs, needs={"/in/a.jsonl": ["keywords"], "/in/b.jsonl": ["address", "keywords"]})
     pairs = list(zip(out.column(C.TASK).to_pylist(), out.column(C.SOURCE_FILE).to_pylist()))
     assert sorted(pairs) == sorted([("address", "/in/b.jsonl")] * 2 + [("keywords", "/in/a.jsonl")]
                                    + [("keywords", "/in/b.jsonl")] * 2)
@@ -70,11 +73,11 @@ def _generated(prepared: pa.Table, raw: dict[str, str]) -> pa.Table:
 
 
 def test_validate_splits_by_task_with_each_tasks_columns(tmp_path: Path, tiny_model: Path) -> None:
-    cfg = _cfg(tmp_path, tiny_model, ["address", "keywords"])
+    configs = _configs(tmp_path, tiny_model, ["address", "keywords"])
     address = {"province": "天津市", "city": "天津市", "district": "河西区", "specific_location": "珠江道21号",
                "name": "张三", "phone": "13800138000"}
     raw = {"address": json.dumps(address, ensure_ascii=False), "keywords": '{"keywords":["珠江道","河西区"]}'}
-    parts = list(validate_tasks(_generated(prepare_tasks(_chunk(["/in/a.jsonl"] * 3), cfg), raw), cfg))
+    parts = list(validate_tasks(_generated(prepare_tasks(_chunk(["/in/a.jsonl"] * 3), configs), raw), configs))
     assert [p.column(C.TASK)[0].as_py() for p in parts] == ["address", "keywords"]
     addr, kw = parts
     assert "province" in addr.column_names and "keywords" not in addr.column_names

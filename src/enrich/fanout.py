@@ -22,13 +22,13 @@ from enrich.validate import validate_batch
 
 
 def prepare_tasks(
-    table: pa.Table, cfg: JobConfig, needs: Mapping[str, Sequence[str]] | None = None
+    table: pa.Table, configs: Mapping[str, JobConfig], needs: Mapping[str, Sequence[str]] | None = None
 ) -> pa.Table:
     """One prepared copy of `table` per task, labelled in `_enrich_task`.
 
-    `needs`: source file -> the tasks still to do for it (a resumed run skips a task whose
-    output already has the shard); default: every task."""
-    configs = cfg.task_configs()
+    `configs`: label -> that task's config (`JobConfig.task_configs()`, made once per run, not
+    per batch). `needs`: source file -> the tasks still to do for it (a resumed run skips a
+    task whose output already has the shard); default: every task."""
     parts = []
     for label, sub in configs.items():
         rows = table
@@ -41,9 +41,8 @@ def prepare_tasks(
     return pa.concat_tables(parts) if len(parts) != 1 else parts[0]
 
 
-def validate_tasks(table: pa.Table, cfg: JobConfig) -> Iterator[pa.Table]:
+def validate_tasks(table: pa.Table, configs: Mapping[str, JobConfig]) -> Iterator[pa.Table]:
     """Validate each task's rows with its own task: one table per task (their output columns differ)."""
-    configs = cfg.task_configs()
     for label, rows in split_by_task(table, list(configs)):
         yield validate_batch(rows, configs[label])
 

@@ -93,13 +93,14 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo], needs: dict[str, list
 
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES
     items = [{"url": s.url, "format": s.format, "size": s.size, "version": s.version} for s in shards]
+    configs = cfg.task_configs()  # label -> task config, shipped to the stages once
     gpus = gpus_per_engine(cfg)
     engine_resources: dict[str, Any] = {"num_gpus": gpus} if gpus else {"num_cpus": cfg.engine.cpus_per_engine}
     return (
         ray.data.from_items(items, override_num_blocks=len(items))
         .map_batches(_read_shards, batch_size=1, batch_format="numpy", fn_kwargs={"cfg": cfg}, num_cpus=STAGE_CPUS)
         .map_batches(
-            prepare_tasks, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "needs": needs}, num_cpus=STAGE_CPUS
+            prepare_tasks, batch_format="pyarrow", fn_kwargs={"configs": configs, "needs": needs}, num_cpus=STAGE_CPUS
         )
         .map_batches(
             EngineActor,
@@ -114,7 +115,7 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo], needs: dict[str, list
             max_task_retries=MAX_ENGINE_RESTARTS,
             **engine_resources,
         )
-        .map_batches(validate_tasks, batch_format="pyarrow", fn_kwargs={"cfg": cfg}, num_cpus=STAGE_CPUS)
+        .map_batches(validate_tasks, batch_format="pyarrow", fn_kwargs={"configs": configs}, num_cpus=STAGE_CPUS)
     )
 
 
