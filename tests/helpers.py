@@ -17,6 +17,23 @@ SAMPLES = REPO / "samples" / "addresses"
 ADDRESS_FIELDS = ["province", "city", "district", "specific_location", "name", "phone"]
 
 
+def stage_columns(indexes: list[int], rejected: list[bool]) -> dict[str, pa.Array]:
+    """What the generate and validate stages add to a read chunk, with fixed values: the
+    working columns, then the address fields (null on a rejected row)."""
+    n = len(indexes)
+    cols: dict[str, pa.Array] = {
+        C.PROMPT_TOKEN_IDS: pa.array([[1, 2]] * n, pa.list_(pa.int32())),
+        C.PROMPT_TOKENS: pa.array([2] * n, pa.int32()),
+        C.RAW_OUTPUT: pa.array([f"raw{i}" for i in indexes], pa.string()),
+        C.FINISH_REASON: pa.array(["stop"] * n, pa.string()),
+        C.OUTPUT_TOKENS: pa.array([10] * n, pa.int32()),
+        C.ATTEMPTS: pa.array([1] * n, pa.int32()),
+    }
+    for name in ADDRESS_FIELDS:
+        cols[name] = pa.array([None if bad else f"{name}{i}" for i, bad in zip(indexes, rejected)], pa.string())
+    return cols
+
+
 def read_output(fs: Any, root: str) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
     """(enriched rows, rejects, summary) of an output prefix, via its manifests' file lists."""
     afs = PyFileSystem(FSSpecHandler(fs))

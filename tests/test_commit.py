@@ -15,8 +15,8 @@ from enrich.commit import OutputCommitter, OutputExistsError
 from enrich.config import JobConfig
 from enrich.read import ShardInfo
 from enrich.write import Lineage
+from tests.helpers import ADDRESS_FIELDS, stage_columns
 
-FIELDS = ["province", "city", "district", "specific_location", "name", "phone"]
 LINEAGE = Lineage("unused", None, None, "address", "1", "fp-one")
 
 
@@ -32,7 +32,7 @@ def make_shard(tmp_path: Path, name: str, version: str = "v1") -> ShardInfo:
 
 
 def committer(tmp_path: Path, lineage: Lineage = LINEAGE, **extra: Any) -> OutputCommitter:
-    return OutputCommitter(make_cfg(tmp_path, **extra), lineage, list(FIELDS))
+    return OutputCommitter(make_cfg(tmp_path, **extra), lineage, list(ADDRESS_FIELDS))
 
 
 def finished(
@@ -65,16 +65,8 @@ def finished(
         C.TEXT: pa.array([f"地址{i}" for i in indexes], pa.string()),
         C.REASON: pa.array([rejects.get(i) for i in indexes], pa.string()),
         C.MESSAGE: pa.array([f"why {i}" if b else None for i, b in zip(indexes, bad)], pa.string()),
-        C.PROMPT_TOKEN_IDS: pa.array([[1, 2] for _ in indexes], pa.list_(pa.int32())),
-        C.PROMPT_TOKENS: pa.array([2] * n, pa.int32()),
-        C.RAW_OUTPUT: pa.array([f"raw{i}" for i in indexes], pa.string()),
-        C.FINISH_REASON: pa.array(["stop"] * n, pa.string()),
-        C.OUTPUT_TOKENS: pa.array([10] * n, pa.int32()),
-        C.ATTEMPTS: pa.array([1] * n, pa.int32()),
     }
-    for name in FIELDS:
-        cols[name] = pa.array([None if b else f"{name}{i}" for i, b in zip(indexes, bad)], pa.string())
-    return pa.table(cols)
+    return pa.table(cols | stage_columns(indexes, bad))
 
 
 def files_under(root: Path) -> list[str]:
@@ -116,7 +108,7 @@ def test_commit_layout_manifests_and_schemas(tmp_path: Path) -> None:
     assert [m.shard_id for m in oc.committed] == [sa, sb]
 
     ok = pq.read_table(out / f"part-{sa}-0.parquet")
-    assert ok.column_names == ["order_id", "text", *FIELDS, *C.LINEAGE_SCHEMA.names]
+    assert ok.column_names == ["order_id", "text", *ADDRESS_FIELDS, *C.LINEAGE_SCHEMA.names]
     assert ok.schema.field("enrich_row_index").type == pa.int64()
     assert ok.column("enrich_row_index").to_pylist() == [0, 2, 4]
     assert ok.column("province").to_pylist() == ["province0", "province2", "province4"]

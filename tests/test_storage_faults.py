@@ -30,8 +30,8 @@ from enrich.config import JobConfig
 from enrich.read import InputError, ShardInfo, discover_shards, read_shard
 from enrich.write import Lineage
 from tests.faulty_s3 import FaultyS3Proxy, deny, every
+from tests.helpers import ADDRESS_FIELDS, stage_columns
 
-FIELDS = ["province", "city", "district", "specific_location", "name", "phone"]
 LINEAGE = Lineage("unused", None, None, "address", "1", "fp-faults")
 JSONL_ROWS = 40  # + 1 unparseable line, which becomes a rejected row
 PARQUET_ROWS = 30  # in 3 row groups
@@ -98,23 +98,12 @@ def inputs(s3_endpoint: str) -> Iterator[Inputs]:
 def finished(chunk: pa.Table) -> pa.Table:
     """A read chunk as the generate + validate stages hand it to the committer: the task's
     output columns filled, some rows rejected (every 7th by a domain check, plus bad input)."""
-    n = chunk.num_rows
     indexes = chunk.column(C.ROW_INDEX).to_pylist()
     reasons = [r or ("domain_check" if i % 7 == 3 else None) for r, i in zip(chunk.column(C.REASON).to_pylist(), indexes)]
     messages = [m or (f"row {i}: no province" if r else None) for m, r, i in zip(chunk.column(C.MESSAGE).to_pylist(), reasons, indexes)]
     chunk = chunk.set_column(chunk.schema.get_field_index(C.REASON), C.REASON, pa.array(reasons, pa.string()))
     chunk = chunk.set_column(chunk.schema.get_field_index(C.MESSAGE), C.MESSAGE, pa.array(messages, pa.string()))
-    extra = {
-        C.PROMPT_TOKEN_IDS: pa.array([[1, 2]] * n, pa.list_(pa.int32())),
-        C.PROMPT_TOKENS: pa.array([2] * n, pa.int32()),
-        C.RAW_OUTPUT: pa.array([f"raw{i}" for i in indexes], pa.string()),
-        C.FINISH_REASON: pa.array(["stop"] * n, pa.string()),
-        C.OUTPUT_TOKENS: pa.array([10] * n, pa.int32()),
-        C.ATTEMPTS: pa.array([1] * n, pa.int32()),
-    }
-    for name in FIELDS:
-        extra[name] = pa.array([None if r else f"{name}{i}" for r, i in zip(reasons, indexes)], pa.string())
-    for name, values in extra.items():
+    for name, values in stage_columns(indexes, [r is not None for r in reasons]).items():
         chunk = chunk.append_column(name, values)
     return chunk
 
@@ -125,7 +114,7 @@ def run_through(inputs: Inputs, endpoint: str) -> tuple[list[ShardInfo], dict[st
     cfg = inputs.cfg(endpoint)
     shards = discover_shards(cfg)
     chunks = {s.url: list(read_shard(s, cfg)) for s in shards}
-    oc = OutputCommitter(cfg, LINEAGE, list(FIELDS))
+    oc = OutputCommitter(cfg, LINEAGE, list(ADDRESS_FIELDS))
     assert oc.plan(shards) == shards
     # Interleave the shards' chunks, as a stream of finished batches would.
     queues = [list(c) for c in chunks.values()]
