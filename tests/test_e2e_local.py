@@ -69,7 +69,7 @@ def test_jsonl_and_parquet_local(tmp_path: Path, tiny_model: Path) -> None:
     by_id = {r["row_id"]: r for r in bad.to_pylist()}
     jsonl = str(tmp_path / "in" / "orders.jsonl")
     assert by_id[f"{_sid(jsonl)}-3"]["reason"] == "bad_input"  # no id: the line did not parse
-    assert f"orders.jsonl:4:" in by_id[f"{_sid(jsonl)}-3"]["message"]
+    assert "orders.jsonl:4:" in by_id[f"{_sid(jsonl)}-3"]["message"]
     assert "invalid JSON" in by_id[f"{_sid(jsonl)}-3"]["message"]
     assert by_id["A5"]["reason"] == "empty_text"
     assert by_id["A7"]["reason"] == "bad_input" and "'text' is int" in by_id["A7"]["message"]
