@@ -361,10 +361,25 @@ def test_render_markdown_without_results_is_a_skeleton():
 def test_render_flatness_section():
     flat = {"engine": "stand-in", "tolerance": 1.25, "peak_ratio": 1.1, "flat": True,
             "runs": [{"rows": 10000, "ok": True, "wall_s": 30.0, "peak_rss_bytes": 2**30},
-                     {"rows": 1000000, "ok": True, "wall_s": 600.0, "peak_rss_bytes": 1.1 * 2**30}]}  # fmt: skip
+                     {"rows": 1000000, "ok": True, "wall_s": 600.0, "peak_rss_bytes": 1.1 * 2**30,
+                      "output_files": 1, "reject_files": 1, "standin_rows": 1000000}]}  # fmt: skip
     md = report.render_markdown(None, flat)
-    assert "## Memory flatness" in md and "| 1000000 | 600.0 | 1667 | 1.10 | True |" in md
+    assert "## Memory flatness" in md and "| 1000000 | 600.0 | 1667 | 1.10 | 1 + 1 | 1000000 | True |" in md
+    assert "| 10000 | 30.0 | 333 | 1.00 | n/a | n/a | True |" in md  # a record without the counts
     assert "**flat**" in md
+
+
+def test_output_summary_counts_files_and_the_standin_answers(tmp_path):
+    """The flatness run's proof that the stand-in answered (not vLLM), and its files per shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "_rejects").mkdir()
+    pq.write_table(pa.table({"province": [flatness.STANDIN_PROVINCE, "天津市", None]}), tmp_path / "part-a-0.parquet")
+    pq.write_table(pa.table({"province": [flatness.STANDIN_PROVINCE]}), tmp_path / "part-b-0.parquet")
+    pq.write_table(pa.table({"row_id": ["x"]}), tmp_path / "_rejects" / "part-a-0.parquet")
+    assert flatness.output_summary(tmp_path) == {"output_files": 2, "reject_files": 1, "standin_rows": 2}
+    assert flatness.STANDIN_PROVINCE in flatness.STANDIN_INIT  # the constant is the stand-in's answer
 
 
 # --------------------------------------------------------------------------- stand-in engine
