@@ -64,7 +64,14 @@ def render_markdown(
         ]
     else:
         cfg, machine = results["config"], results["machine"]
-        if cfg["rows"] < CONCLUSIVE_MIN_ROWS or cfg["repeats"] < CONCLUSIVE_MIN_REPEATS:
+        if cfg["rows"] >= CONCLUSIVE_MIN_ROWS and cfg["repeats"] < CONCLUSIVE_MIN_REPEATS:
+            out += [
+                f"> **Too few repeats** ({cfg['rows']} rows × {cfg['repeats']} repeat(s)): enough rows for "
+                f"steady-state figures, but under {CONCLUSIVE_MIN_REPEATS} repeats the spread is unknown; "
+                "the targets below are marked inconclusive.",
+                "",
+            ]
+        elif cfg["rows"] < CONCLUSIVE_MIN_ROWS or cfg["repeats"] < CONCLUSIVE_MIN_REPEATS:
             out += [
                 f"> **Smoke run** ({cfg['rows']} rows × {cfg['repeats']} repeat(s)): "
                 "these numbers only show the harness works; they say nothing about the targets.",

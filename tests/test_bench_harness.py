@@ -342,6 +342,8 @@ def test_render_markdown_has_table_machine_command_targets_and_placeholder():
     assert "## Profile findings" in md and report.PROFILE_PLACEHOLDER in md
     assert "Smoke run" not in md
     assert "Smoke run" in report.render_markdown(_results(rows=32, repeats=1))
+    few = report.render_markdown(_results(rows=2000, repeats=1))
+    assert "Too few repeats" in few and "Smoke run" not in few
 
 
 def test_render_markdown_keeps_hand_written_profile_findings():
