@@ -17,7 +17,12 @@ from monitor import log_tail, run_monitored
 if TYPE_CHECKING:
     from harness import Bench
 
-STANDIN_PROVINCE = "浙江省"  # the stand-in's fixed answer, below
+# The stand-in's one answer (a valid address); the run's outputs are checked against it.
+STANDIN_ANSWER = {
+    "province": "浙江省", "city": "杭州市", "district": "西湖区",
+    "specific_location": "文三路90号", "name": "张伟", "phone": "13800000000",
+}  # fmt: skip
+STANDIN_PROVINCE = STANDIN_ANSWER["province"]
 # Peak RSS ratio (largest / smallest input) still called flat: --flat-tolerance's default.
 FLATNESS_TOLERANCE = 1.25
 
@@ -25,15 +30,10 @@ FLATNESS_TOLERANCE = 1.25
 STANDIN_INIT = '''\
 """bench/run.py --memory-flatness: a stand-in for vLLM (NOT vLLM). It answers every request
 at once with one fixed, valid address, so a run measures enrich's own memory use."""
-import json
 from types import SimpleNamespace
 
 __version__ = "0+bench-standin"
-TEXT = json.dumps(
-    {"province": "浙江省", "city": "杭州市", "district": "西湖区",
-     "specific_location": "文三路90号", "name": "张伟", "phone": "13800000000"},
-    ensure_ascii=False, separators=(",", ":"),
-)
+TEXT = @ANSWER_JSON@
 TOKENS = 40
 
 
@@ -61,6 +61,9 @@ class LLM:
         done = SimpleNamespace(text=TEXT, finish_reason="stop", token_ids=[0] * TOKENS)
         return [SimpleNamespace(outputs=[done]) for _ in prompts]
 '''
+STANDIN_INIT = STANDIN_INIT.replace(
+    "@ANSWER_JSON@", repr(json.dumps(STANDIN_ANSWER, ensure_ascii=False, separators=(",", ":")))
+)
 STANDIN_SAMPLING = '''\
 from vllm import SamplingParams  # noqa: F401
 

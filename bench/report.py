@@ -11,6 +11,7 @@ from common import ENGINE_START_METHOD
 from stats import (
     CONCLUSIVE_MIN_REPEATS,
     CONCLUSIVE_MIN_ROWS,
+    is_conclusive,
     METRICS,
     TARGET_CEILING_RATIO,
     TARGET_PEER_SPEEDUP,
@@ -64,17 +65,16 @@ def render_markdown(
         ]
     else:
         cfg, machine = results["config"], results["machine"]
-        if cfg["rows"] >= CONCLUSIVE_MIN_ROWS and cfg["repeats"] < CONCLUSIVE_MIN_REPEATS:
+        size = f"({cfg['rows']} rows × {cfg['repeats']} repeat(s))"
+        if not is_conclusive(cfg) and cfg["rows"] >= CONCLUSIVE_MIN_ROWS:
             out += [
-                f"> **Too few repeats** ({cfg['rows']} rows × {cfg['repeats']} repeat(s)): enough rows for "
-                f"steady-state figures, but under {CONCLUSIVE_MIN_REPEATS} repeats the spread is unknown; "
-                "the targets below are marked inconclusive.",
+                f"> **Too few repeats** {size}: enough rows for steady-state figures, but under "
+                f"{CONCLUSIVE_MIN_REPEATS} repeats the spread is unknown; the targets below are marked inconclusive.",
                 "",
             ]
-        elif cfg["rows"] < CONCLUSIVE_MIN_ROWS or cfg["repeats"] < CONCLUSIVE_MIN_REPEATS:
+        elif not is_conclusive(cfg):
             out += [
-                f"> **Smoke run** ({cfg['rows']} rows × {cfg['repeats']} repeat(s)): "
-                "these numbers only show the harness works; they say nothing about the targets.",
+                f"> **Smoke run** {size}: these numbers only show the harness works; they say nothing about the targets.",
                 "",
             ]
         out += ["## Results", ""]

@@ -81,11 +81,16 @@ def _overlap(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     return bool(a and b and a["min"] <= b["max"] and b["min"] <= a["max"])
 
 
+def is_conclusive(cfg: dict[str, Any]) -> bool:
+    """Enough rows for steady-state figures and enough repeats for a spread."""
+    return cfg["rows"] >= CONCLUSIVE_MIN_ROWS and cfg["repeats"] >= CONCLUSIVE_MIN_REPEATS
+
+
 def compute_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, judged on medians; flagged when the run is too small to count
     or when the two systems' min–max ranges overlap."""
     cfg, summary, ratios = results["config"], results["summary"], results["ratios"]
-    conclusive = cfg["rows"] >= CONCLUSIVE_MIN_ROWS and cfg["repeats"] >= CONCLUSIVE_MIN_REPEATS
+    conclusive = is_conclusive(cfg)
     targets = []
 
     def add(name: str, value: float | None, met: bool | None, a: str, b: str, metric: str) -> None:

@@ -117,6 +117,7 @@ def quality_metrics(
         attempts.update(a for a in columns.get("attempts", []) if a is not None)
         for kind in lengths:
             lengths[kind] += [v for v in columns.get(f"{kind}_tokens", []) if v is not None]
+    by_attempts = ok_attempts + attempts  # every row, ok or rejected, by its generations
     generated = rows_ok + sum(reasons[r] for r in GENERATED_REJECTS)
     tokens = sum(m.output_tokens for m in manifests)
     return {
@@ -134,8 +135,8 @@ def quality_metrics(
         "empty_rate": {f: ratio(n, rows_ok) for f, n in empty.items()},
         "reject_attempts": {str(a): n for a, n in sorted(attempts.items())},
         # Generations per row, ok and rejected (0: rejected before the engine); > 1 = retried.
-        "rows_by_attempts": {str(a): n for a, n in sorted((ok_attempts + attempts).items())},
-        "retried_rows": sum(n for a, n in (ok_attempts + attempts).items() if a > 1),
+        "rows_by_attempts": {str(a): n for a, n in sorted(by_attempts.items())},
+        "retried_rows": sum(n for a, n in by_attempts.items() if a > 1),
         "output_tokens": tokens,
         "output_tokens_per_row": ratio(tokens, rows_in),
         "tokens_per_row": {kind: _stats(values) for kind, values in lengths.items()},
