@@ -35,14 +35,45 @@ def passthrough_schema(shards: list[ShardInfo], cfg: JobConfig) -> pa.Schema | N
     """The input columns' schema for the whole run (None without shards)."""
     if not shards:
         return None
-    with ThreadPoolExecutor(PLAN_THREADS) as pool:
-        parts = list(pool.map(lambda s: _columns_of(s, cfg), shards))
+    parts = _map_shards(shards, cfg)
     names: dict[str, list[pa.DataType]] = {}
     for part in parts:
         for field in part or []:
             names.setdefault(field.name, []).append(field.type)
     all_strings = any(s.format == "jsonl" for s in shards)
     return pa.schema([pa.field(n, pa.string() if all_strings else _unified(t)) for n, t in names.items()])
+
+
+def _map_shards(shards: list[ShardInfo], cfg: JobConfig) -> list[pa.Schema | None]:
+    """Each shard's columns. Footers are one small read: threads in the driver. JSONL key
+    scans parse every line (about as much CPU as the read stage): on Ray's workers when the
+    driver is connected, so planning scales with the cluster, not one driver core."""
+    parts: dict[int, pa.Schema | None] = {}
+    remote = _remote_scan()
+    jsonl = [i for i, s in enumerate(shards) if s.format == "jsonl"] if remote else []
+    pending = [remote.remote(shards[i], cfg) for i in jsonl] if remote else []
+    with ThreadPoolExecutor(PLAN_THREADS) as pool:
+        local = [i for i in range(len(shards)) if i not in set(jsonl)]
+        parts.update(zip(local, pool.map(lambda i: _columns_of(shards[i], cfg), local)))
+    if pending:
+        import ray
+
+        parts.update(zip(jsonl, ray.get(pending)))
+    return [parts[i] for i in range(len(shards))]
+
+
+def _remote_scan() -> Any:
+    """`_columns_of` as a Ray task when this process is connected to Ray, else None."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    # Light like the read stage: a fraction of a CPU, so engines holding cores do not block it.
+    return ray.remote(num_cpus=0.25, max_retries=3)(_columns_of)
 
 
 def _columns_of(shard: ShardInfo, cfg: JobConfig) -> pa.Schema | None:
@@ -154,6 +185,4 @@ def _json_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
-    if isinstance(value, dict):  # pragma: no cover - dicts are JSON already
-        return value
     return str(value)

@@ -43,7 +43,10 @@ def parquet_chunks(shard: ShardInfo, cfg: JobConfig, passthrough: pa.Schema | No
                 yield _table(shard, cfg, start, chunk, passthrough)
                 start += chunk.num_rows
         # Before the last chunk leaves: it carries the shard's row count, which commits it.
-        _checked(shard, lambda: check_unchanged(fs, path, shard, handler.handle))
+        try:
+            check_unchanged(fs, path, shard, handler.handle)
+        except storage_errors() as exc:
+            raise storage_error(shard.url, exc) from exc
     finally:
         parquet.close()
 
@@ -54,13 +57,6 @@ def _error(shard: ShardInfo, exc: BaseException, what: str) -> Exception:
     if isinstance(exc, storage_errors()) and is_storage_failure(exc):
         return storage_error(shard.url, exc)
     return InputError(f"{shard.url}: {what}: {exc}")
-
-
-def _checked(shard: ShardInfo, check: object) -> None:
-    try:
-        check()  # type: ignore[operator]
-    except storage_errors() as exc:
-        raise storage_error(shard.url, exc) from exc
 
 
 def _check_schema(url: str, schema: pa.Schema, cfg: JobConfig) -> None:
