@@ -218,3 +218,13 @@ def _write(path: Path, fmt: str, texts: list[str]) -> None:
         write_lines(path, [json.dumps({"text": t}) for t in texts])
     else:
         pq.write_table(pa.table({"text": texts}), path)
+
+
+def test_key_unknown_to_the_plan_names_file_and_line(tmp_path: Path) -> None:
+    """A key the plan did not see (the file changed since planning) fails the shard naming
+    file and line, rather than dropping the value."""
+    f = write_lines(tmp_path / "in" / "a.jsonl", [json.dumps({"text": "a"}), json.dumps({"text": "b", "new": 1})])
+    plan = pa.schema([pa.field("text", pa.string())])
+    with pytest.raises(InputError, match="column 'new' is not among the input columns") as info:
+        list(read_shard(ShardInfo(str(f), "jsonl", 0, ""), cfg_for(f, tmp_path), plan))
+    assert f"{f}:2:" in str(info.value)
