@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from enrich.config import JobConfig
-from enrich.discover import InputError, ShardInfo, is_storage_failure, storage_error, storage_errors
+from enrich.discover import InputError, ShardInfo, StorageError, is_storage_failure, storage_error, storage_errors
 from enrich.pinned import check_unchanged, open_pinned
 from enrich.storage import filesystem
 
@@ -87,8 +87,9 @@ def _columns_of(shard: ShardInfo, cfg: JobConfig) -> pa.Schema | None:
     except InputError:
         return None
     except storage_errors() as exc:
-        if is_storage_failure(exc) and not isinstance(exc, FileNotFoundError):
-            raise storage_error(shard.url, exc) from exc  # access denied fails the plan
+        error = storage_error(shard.url, exc) if is_storage_failure(exc) else None
+        if isinstance(error, StorageError):
+            raise error from exc  # access denied fails the plan; a changed file fails its read
         return None
     except Exception:  # noqa: BLE001 - a corrupt footer: the read reports it, naming the file
         return None
