@@ -228,3 +228,40 @@ def test_key_unknown_to_the_plan_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="column 'new' is not among the input columns") as info:
         list(read_shard(ShardInfo(str(f), "jsonl", 0, ""), cfg_for(f, tmp_path), plan))
     assert f"{f}:2:" in str(info.value)
+
+
+def test_drifting_jsonl_written_by_the_committer_reads_as_one_table(tmp_path: Path) -> None:
+    """Without an engine: read chunks through the real writer (the stages' columns filled
+    in), then `pq.read_table(OUTPUT)` reads every file under one schema, every value kept."""
+    from enrich.commit import OutputCommitter
+    from enrich.write import Lineage
+    from tests.helpers import ADDRESS_FIELDS, stage_columns
+
+    folder = tmp_path / "in"
+    lines = [
+        "garbage",
+        json.dumps({"text": "a", "order_id": "A1"}),
+        json.dumps({"text": "b", "zip": 310000}),
+        json.dumps({"text": "c", "zip": "31000X", "note": "gift"}),
+        json.dumps({"text": "d"}),
+        json.dumps({"text": "e", "zip": {"plus4": 1}}),
+    ]
+    write_lines(folder / "a.jsonl", lines)
+    cfg = cfg_for(folder, tmp_path, read_chunk_rows=2, row_group_rows=2)
+    shards = discover_shards(cfg)
+    schema = passthrough_schema(shards, cfg)
+    committer = OutputCommitter(cfg, Lineage("m", None, None, "address", "2", "fp"), list(ADDRESS_FIELDS))
+    committer.plan(shards)
+    for chunk in read_shard(shards[0], cfg, schema):
+        indexes = chunk.column(C.ROW_INDEX).to_pylist()
+        rejected = [r is not None for r in chunk.column(C.REASON).to_pylist()]
+        for name, values in stage_columns(indexes, rejected).items():
+            chunk = chunk.append_column(name, values)
+        committer.add(chunk)
+    committer.finish()
+    table = pq.read_table(tmp_path / "out")
+    assert table.num_rows == 5
+    rows = {r["enrich_row_index"]: r for r in table.to_pylist()}
+    assert rows[1]["order_id"] == "A1" and rows[2]["zip"] == "310000"
+    assert rows[3]["zip"] == "31000X" and rows[3]["note"] == "gift"
+    assert rows[4]["zip"] is None and rows[5]["zip"] == '{"plus4": 1}'
