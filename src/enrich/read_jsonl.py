@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from enrich import columns as C
 from enrich.config import JobConfig
-from enrich.discover import InputError, ShardInfo, storage_error, storage_errors
+from enrich.discover import ShardInfo, storage_error, storage_errors
 from enrich.passthrough import conform, json_texts
 from enrich.pinned import check_unchanged, open_pinned
 from enrich.read_common import lineage, with_columns
@@ -91,7 +91,7 @@ def _table(
         def where(key: str) -> str:
             return f"{shard.url}:{next(n for n, r in zip(lines, rows) if key in r)}"
 
-        table = conform(_string_table(rows, passthrough), passthrough, shard.url, where)
+        table = conform(_string_table(rows), passthrough, shard.url, where)
     ids = [r.get(cfg.id_column) for r in rows] if cfg.id_column else None
     texts, reasons, messages = (list(x) for x in zip(*problems))
     extra = lineage(shard, start, len(rows), ids)
@@ -106,18 +106,10 @@ def _keys(rows: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r))
 
 
-def _string_table(rows: list[dict[str, Any]], passthrough: pa.Schema) -> pa.Table:
-    """Each key's values as strings (JSON text for non-strings) when the run says string."""
-    columns: dict[str, pa.Array] = {}
-    for key in _keys(rows):
-        values = [r.get(key) for r in rows]
-        if key in passthrough.names and not pa.types.is_string(passthrough.field(key).type):
-            try:
-                columns[key] = pa.array(values, passthrough.field(key).type)
-                continue
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise InputError(f"{key!r} does not fit the run's type {passthrough.field(key).type}: {exc}") from exc
-        columns[key] = pa.array(json_texts(values), pa.string())
+def _string_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Each key's values as strings: JSON text for non-strings (the run schema's rule for
+    JSONL; `conform` then fits them to the schema)."""
+    columns = {key: pa.array(json_texts([r.get(key) for r in rows]), pa.string()) for key in _keys(rows)}
     if not columns:  # only unparseable lines: no columns, but the chunk's row count
         return pa.table({"_": pa.nulls(len(rows))}).drop_columns(["_"])
     return pa.table(columns)
