@@ -32,7 +32,7 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
 
 def shard_of(path: Path, fmt: str) -> ShardInfo:
     """A ShardInfo for a local file, as discover_shards would build it."""
-    return ShardInfo(str(path), fmt, os.path.getsize(path), "v1")
+    return ShardInfo(str(path), fmt, os.path.getsize(path), str(os.stat(path).st_mtime))
 
 
 def read_all(path: Path, fmt: str, cfg: JobConfig) -> list[pa.Table]:

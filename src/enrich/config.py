@@ -11,6 +11,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from enrich.locations import overlaps
+
 
 class EngineConfig(BaseModel):
     """How each actor's vLLM engine is built."""
@@ -243,9 +245,8 @@ class JobConfig(BaseModel):
 
     @model_validator(mode="after")
     def _output_outside_input(self) -> JobConfig:
-        inp = self.input.split("*")[0].rstrip("/")
-        out = self.output.rstrip("/")
-        if out == inp or out.startswith(inp + "/") or inp.startswith(out + "/"):
+        # Compared as locations, not strings: `in` vs `./in/out`, `s3://b/in` vs `s3a://b/in/out`.
+        if overlaps(self.input, self.output):
             raise ValueError(f"output {self.output!r} overlaps input {self.input!r}")
         return self
 

@@ -23,7 +23,7 @@ from enrich.config import JobConfig
 from enrich.generate import EngineActor
 from enrich.fanout import prepare_tasks, split_by_task, validate_tasks
 from enrich.progress import ProgressReporter
-from enrich.read import ShardInfo, discover_shards, read_shard
+from enrich.read import ShardInfo, discover_shards, passthrough_schema, read_shard
 from enrich.storage import filesystem, join, remove
 from enrich.summary import RunSummary, build_summary
 from enrich.tasks import Task, task_for
@@ -86,13 +86,17 @@ def gpus_per_engine(cfg: JobConfig) -> float:
     return float(cfg.engine.tensor_parallel_size) if has_gpu else 0.0
 
 
-def _read_shards(batch: dict[str, Any], cfg: JobConfig) -> Any:
+def _read_shards(batch: dict[str, Any], cfg: JobConfig, passthrough: pa.Schema | None = None) -> Any:
     for url, fmt, size, version in zip(batch["url"], batch["format"], batch["size"], batch["version"]):
-        yield from read_shard(ShardInfo(str(url), str(fmt), int(size), str(version)), cfg)
+        yield from read_shard(ShardInfo(str(url), str(fmt), int(size), str(version)), cfg, passthrough)
 
 
-def build_dataset(cfg: JobConfig, shards: list[ShardInfo], needs: dict[str, list[str]] | None = None) -> Any:
-    """The Ray Data plan. `needs`: source file -> tasks still to do (None: all tasks)."""
+def build_dataset(
+    cfg: JobConfig, shards: list[ShardInfo], needs: dict[str, list[str]] | None = None,
+    passthrough: pa.Schema | None = None,
+) -> Any:
+    """The Ray Data plan. `needs`: source file -> tasks still to do (None: all tasks);
+    `passthrough`: the run-wide schema of the input columns (read.passthrough_schema)."""
     import ray
 
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES
@@ -103,7 +107,7 @@ def build_dataset(cfg: JobConfig, shards: list[ShardInfo], needs: dict[str, list
     return (
         ray.data.from_items(items, override_num_blocks=len(items))
         .map_batches(
-            _read_shards, batch_size=1, batch_format="numpy", fn_kwargs={"cfg": cfg},
+            _read_shards, batch_size=1, batch_format="numpy", fn_kwargs={"cfg": cfg, "passthrough": passthrough},
             num_cpus=STAGE_CPUS, memory=PREPARE_MEMORY,
         )
         .map_batches(
@@ -162,7 +166,8 @@ def run_tasks(cfg: JobConfig) -> list[RunSummary]:
     timeline: list[tuple[float, int, int]] = []
     if todo:
         init_ray(cfg)
-        ds = build_dataset(cfg, todo, needs if cfg.multi_task else None)
+        # Over every listed shard, not just those to do: a resumed run writes the same schema.
+        ds = build_dataset(cfg, todo, needs if cfg.multi_task else None, passthrough_schema(shards, cfg))
         total = sum(s.size for out in outputs.values() for s in out.todo)
         progress = ProgressReporter(total, sum(len(out.todo) for out in outputs.values()), cfg.status_every_seconds)
         labels = list(outputs)

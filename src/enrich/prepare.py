@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from enrich import columns as C
 from enrich.config import JobConfig
-from enrich.model_store import local_model_path
+from enrich.model_store import local_tokenizer_path
 from enrich.tasks import Task, task_for
 
 
@@ -21,7 +21,8 @@ from enrich.tasks import Task, task_for
 def load_tokenizer(model: str, revision: str | None, s3_endpoint: str | None) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(local_model_path(model, s3_endpoint), revision=revision)
+    # Only the tokenizer's files: prepare tasks never load the weights.
+    return AutoTokenizer.from_pretrained(local_tokenizer_path(model, s3_endpoint), revision=revision)
 
 
 def render_prompt(tokenizer: Any, task: Task, row: dict[str, Any]) -> str:
