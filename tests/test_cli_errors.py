@@ -129,6 +129,23 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- 1: the run failed
+def test_an_input_error_inside_ray_is_a_failed_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """InputError raised by a read task (the run was under way) arrives wrapped by Ray, with
+    Ray's retry advice appended: status 1, the file's message alone."""
+    from ray.exceptions import RayTaskError
+
+    from enrich.errors import report_error
+    from enrich.read import InputError
+
+    cause = InputError("/in/b.parquet: not a readable Parquet file\nFailed to apply UDF transform after 1/1 attempts")
+    wrapped = RayTaskError("MapBatches(_read_shards)", "Traceback ...", cause).as_instanceof_cause()
+    assert isinstance(wrapped, InputError)  # Ray's wrapper is also an InputError: not exit 2
+    assert report_error(wrapped, debug=False) == 1
+    assert one_error_line(capsys.readouterr().err) == (
+        "enrich: error: /in/b.parquet: not a readable Parquet file "
+        "(the run failed; --log-level DEBUG shows the traceback)")
+
+
 @pytest.mark.slow
 def test_failed_run(tmp_path: Path, tiny_model: Path) -> None:
     """A corrupt Parquet file found while reading (inside Ray, after the run started) fails the

@@ -4,8 +4,8 @@ Nested settings (engine, sampling) are flattened: `--batch-size` sets `engine.ba
 A YAML job spec (`--spec job.yaml`) is validated by the same model; flags win over it.
 
 Expected failures end in one line on stderr, `enrich: error: <message>`, and an exit status:
-2 for a configuration or input error found before any work, 1 for a run that failed (see
-`usage_errors`). The traceback is printed only with `--log-level DEBUG`.
+2 for a configuration or input error found before any work, 1 for a run that failed (the
+table: `enrich.errors.usage_errors`). The traceback is printed only with `--log-level DEBUG`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import traceback
 import typing
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -23,16 +22,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from enrich.config import JobConfig
-from enrich.errors import ConfigError, ModelNotFoundError
+from enrich.errors import ConfigError, ModelNotFoundError, UsageError, one_line, raised_in_ray, report_error
 from enrich.logs import LEVELS, setup_logging
 
 _NESTED = ("task_options", "engine", "sampling")
-PROG = "enrich"
-USAGE_ERROR, RUN_FAILED = 2, 1
-
-
-class UsageError(Exception):
-    """A bad command line (argparse's complaint), reported like any other error."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,23 +34,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def usage_errors() -> list[tuple[type[BaseException], int]]:
-    """Exceptions that mean "fix the job, nothing ran", with their exit status: THE table.
-    Anything else, or any of these raised while the run was under way (inside Ray), is a
-    failed run (exit 1). Imported here, not at module level: `--help` stays fast."""
-    from enrich.commit import OutputExistsError
-    from enrich.read import InputError
-
-    return [
-        (UsageError, USAGE_ERROR),  # bad flag
-        (ConfigError, USAGE_ERROR),  # bad spec or flag value (pydantic ValidationError, YAML)
-        (ValidationError, USAGE_ERROR),
-        (InputError, USAGE_ERROR),  # missing input, no shards, unknown extension
-        (OutputExistsError, USAGE_ERROR),  # another fingerprint's output without --overwrite
-        (ModelNotFoundError, USAGE_ERROR),  # model or adapter not where the job says
-    ]
 
 
 def _flag(name: str) -> str:
@@ -102,7 +78,7 @@ def _is_model_list(annotation: Any) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog=PROG, description="Typed, validated tables from raw text with small fine-tuned LLMs."
+        prog="enrich", description="Typed, validated tables from raw text with small fine-tuned LLMs."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a task over input shards", description=JobConfig.__doc__)
@@ -176,7 +152,7 @@ def _eval(args: argparse.Namespace) -> int:
             engine=nested["engine"], sampling=nested["sampling"], job={k: v for k, v in job.items() if v},
         )
     except (ValueError, FileNotFoundError) as exc:
-        if _raised_in_ray(exc):
+        if raised_in_ray(exc):
             raise  # the run itself failed
         raise ConfigError(one_line(exc)) from exc  # eval checks its gold set and options first
     print(headline(result))
@@ -239,65 +215,6 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~", ".")) or path.count("/") > 1 or os.path.exists(path)
 
 
-def one_line(exc: BaseException) -> str:
-    """The message of `exc` on one line; pydantic's errors as `--flag: problem; ...`."""
-    if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors():
-            loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            where = _flag(loc[-1]) + (f" ({'.'.join(loc)})" if len(loc) > 1 else "") if loc else ""
-            parts.append(f"{where}: {msg}" if where else msg)
-        return "; ".join(parts)
-    text = " ".join(str(exc).split())  # multi-line messages joined, whitespace squeezed
-    return text or type(exc).__name__
-
-
-def _raised_in_ray(exc: BaseException) -> bool:
-    """Raised by a Ray task or actor, i.e. while the run was under way."""
-    if "ray" not in sys.modules:
-        return False
-    from ray.exceptions import RayError
-
-    return isinstance(exc, RayError)
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """The user-level error inside Ray's wrappers (RayTaskError.cause, Ray Data's
-    UserCodeException chained from it), for its message."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = getattr(exc, "cause", None) if _raised_in_ray(exc) else None
-        inner = inner or (exc.__cause__ if _raised_in_ray(exc) else None)
-        if not isinstance(inner, BaseException):
-            break
-        exc = inner
-    return exc
-
-
-def exit_status(exc: BaseException) -> int:
-    """2 for an error of the job found before any work (usage_errors), else 1."""
-    if _raised_in_ray(exc):
-        return RUN_FAILED
-    for cls, status in usage_errors():
-        if isinstance(exc, cls):
-            return status
-    return RUN_FAILED
-
-
-def report_error(exc: BaseException, debug: bool) -> int:
-    """Print `enrich: error: <message>` (after the traceback when `debug`); the exit status."""
-    status = exit_status(exc)
-    if debug:
-        traceback.print_exception(exc)
-    message = one_line(_cause(exc))
-    if status == RUN_FAILED and not debug:
-        message += " (the run failed; --log-level DEBUG shows the traceback)"
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
-    return status
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -312,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure ends in one line and a status
         return report_error(exc, debug)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print("enrich: interrupted", file=sys.stderr)
         return 130
 
 

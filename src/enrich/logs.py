@@ -59,5 +59,35 @@ def quiet_ray_data(debug: bool) -> None:
     ray_data = logging.getLogger("ray.data")
     for handler in ray_data.handlers:
         # The console only: Ray Data's own log file (session dir) keeps its DEBUG lines.
-        if handler.get_name() == "console":
-            handler.setLevel(logging.INFO if debug else logging.WARNING)  # INFO: Ray's default
+        if handler.get_name() != "console":
+            continue
+        handler.setLevel(logging.INFO if debug else logging.WARNING)  # INFO: Ray's default
+        if not debug and not isinstance(handler.formatter, _FirstLine):
+            # A failed task is logged with its traceback, twice; the CLI's last line names the
+            # failure, and --log-level DEBUG shows the tracebacks.
+            handler.setFormatter(_FirstLine(handler.formatter))
+            handler.addFilter(_drop_trace_records)
+
+
+class _FirstLine(logging.Formatter):
+    """A record's first line, without its traceback (other handlers of the same record,
+    like Ray Data's log file, still get the whole of it)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record).split("\n", 1)[0]
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _drop_trace_records(record: logging.LogRecord) -> bool:
+    """Ray Data's records that only introduce a traceback (cut by _FirstLine) or ask to
+    report a user's error as a Ray bug (it calls a failed task's exception "internal")."""
+    message = str(record.msg)
+    return not message.startswith(("Full stack trace", "Exception occurred in Ray Data or Ray Core internal code"))
