@@ -11,8 +11,26 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The shared gold sets live beside the clone; ENRICH_SHARED_DATA points elsewhere (a worktree).
+SHARED_DATA = Path(os.environ.get("ENRICH_SHARED_DATA") or REPO.parent / "shared" / "data")
 ADDRESS_GOLD = SHARED_DATA / "address" / "test_with_system.jsonl"
+
+
+def in_ci() -> bool:
+    """CI sets CI=true (as GitHub Actions and .ci/run do); there the shared data is present."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def shared_file(relative: str) -> Path:
+    """A file of the shared gold sets. Absent: the test skips on a laptop without the data,
+    but fails in CI, where the data is provisioned and a missing file is a real fault."""
+    path = SHARED_DATA / relative
+    if not path.is_file():
+        message = f"shared gold set {path} not found"
+        if in_ci():
+            pytest.fail(f"{message}, and CI=true: the shared data must be present in CI")
+        pytest.skip(f"{message} (shared data absent)")
+    return path
 
 # Fake credentials for the loopback S3 server, set before any Ray worker starts so the
 # workers inherit them exactly as production workers inherit real ones.
@@ -65,7 +83,5 @@ def address_texts(n: int, start: int = 0) -> list[str]:
     """Raw address strings from the shared gold set (skips the test when absent)."""
     import json
 
-    if not ADDRESS_GOLD.exists():
-        pytest.skip(f"{ADDRESS_GOLD} not found (shared data absent)")
-    lines = ADDRESS_GOLD.read_text(encoding="utf-8").splitlines()[start : start + n]
+    lines = shared_file("address/test_with_system.jsonl").read_text(encoding="utf-8").splitlines()[start : start + n]
     return [json.loads(line)["messages"][1]["content"] for line in lines]

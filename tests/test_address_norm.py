@@ -32,9 +32,10 @@ from enrich.tasks.divisions import (
     phone_kind,
 )
 from enrich.validate import RejectReason, validate_output
+from tests.conftest import shared_file
 
 REPO = Path(__file__).resolve().parents[1]
-GOLD = REPO.parent / "shared" / "data" / "address" / "test_with_system.jsonl"
+GOLD = "address/test_with_system.jsonl"  # under the shared data (tests.conftest.shared_file)
 SAMPLES_GOLD = REPO / "samples" / "addresses_gold.jsonl"
 FIELDS = ["province", "city", "district", "specific_location", "name", "phone"]
 NORM = ["province_norm", "city_norm", "district_norm", "adcode", "phone_norm"]
@@ -75,9 +76,7 @@ def assert_all_pass(answers: list[dict[str, Any]]) -> list[NormalizedAddress]:
 # ---------------------------------------------------------------- gold sets: no false rejects
 def test_shared_gold_set_all_pass() -> None:
     """All 400 gold answers of the shared test set pass check_address unchanged."""
-    if not GOLD.exists():
-        pytest.skip(f"shared gold set {GOLD} not found (shared data absent)")
-    lines = [line for line in GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in shared_file(GOLD).read_text(encoding="utf-8").splitlines() if line.strip()]
     answers = [json.loads(json.loads(line)["messages"][2]["content"]) for line in lines]
     checked = assert_all_pass(answers)
     assert len(checked) == 400

@@ -25,6 +25,8 @@ import monitor  # noqa: E402
 import report  # noqa: E402
 import stats  # noqa: E402
 
+from tests.conftest import shared_file  # noqa: E402
+
 
 def _load_cli():
     spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
@@ -155,9 +157,7 @@ def test_make_input_is_written_once(tmp_path):
 
 
 def test_load_texts_reads_the_shared_address_set():
-    if not inputs.DEFAULT_SOURCE.exists():
-        pytest.skip("shared address data absent")
-    texts = inputs.load_texts(inputs.DEFAULT_SOURCE)
+    texts = inputs.load_texts(shared_file("address/test_with_system.jsonl"))
     assert len(texts) == 400 and all(isinstance(t, str) and t for t in texts)
 
 

@@ -58,11 +58,14 @@ def test_keywords_task(tmp_path: Path, tiny_model: Path) -> None:
     ok, bad, written = read_output(fsspec.filesystem("file"), str(tmp_path / "out"))
     check_every_row_once(ok, bad, written, len(ABSTRACTS))
     assert summary.task == "keywords"
-    if ok.num_rows:
-        assert ok.schema.field("keywords").type == pa.list_(pa.string())
-        assert ok.schema.field("keywords_dropped").type == pa.int64()
-        for keywords in ok.column("keywords").to_pylist():
-            assert 1 <= len(keywords) <= 5 and len(set(keywords)) == len(keywords)
+    # Guided decoding bounds the list (1..5 keywords of <= 24 chars, well within max_tokens), so
+    # even random weights give valid rows; only an all-blank list is rejected (domain_check).
+    assert ok.num_rows > 0, bad.to_pylist()
+    assert ok.schema.field("keywords").type == pa.list_(pa.string())
+    assert ok.schema.field("keywords_dropped").type == pa.int64()
+    for keywords in ok.column("keywords").to_pylist():
+        assert 1 <= len(keywords) <= 5 and len(set(keywords)) == len(keywords)
+    assert set(ok.column("doc_id").to_pylist()) <= set(range(len(ABSTRACTS)))
     assert set(bad.column("reason").to_pylist()) <= {"truncated", "invalid_json", "schema_violation", "domain_check"}
 
 
@@ -138,8 +141,9 @@ def test_several_tasks_in_one_pass_share_the_engine_and_resume_per_task(tmp_path
     ok, bad, written = read_output(fs, str(out / "address"))
     check_every_row_once(ok, bad, written, n)
     assert set(bad.column("reason").to_pylist()) >= {"empty_text"}  # the blank row, rejected per task
-    if ok.num_rows:
-        assert set(ok.column("enrich_adapter").to_pylist()) == {None} and "category" not in ok.column_names
+    assert ok.num_rows > 0, bad.to_pylist()  # flag_invalid: address rows are kept, flagged
+    assert "address_issue" in ok.column_names
+    assert set(ok.column("enrich_adapter").to_pylist()) == {None} and "category" not in ok.column_names
     ok, bad, written = read_output(fs, str(out / "classify"))
     check_every_row_once(ok, bad, written, n)
     assert ok.num_rows == n - 1 and set(ok.column("category").to_pylist()) <= set(MMLU_PRO_CATEGORIES)

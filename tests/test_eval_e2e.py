@@ -17,7 +17,7 @@ import pytest
 from enrich.cli import main
 from enrich.eval.runner import run_eval
 from enrich.tiny_checkpoint import build_tiny_lora
-from tests.conftest import SHARED_DATA
+from tests.conftest import shared_file
 from tests.test_report import check_png
 
 pytestmark = pytest.mark.slow
@@ -28,10 +28,7 @@ SAMPLING = {"max_tokens": 160}
 
 
 def _gold(relative: str) -> str:
-    path = SHARED_DATA / relative
-    if not path.is_file():
-        pytest.skip(f"shared gold set {path} not found (/work/shared/data absent)")
-    return str(path)
+    return str(shared_file(relative))
 
 
 COUNTS = ("n", "k", "skipped", "support", "rejected", "misses", "confusion", "labels", "columns", "label")

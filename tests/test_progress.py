@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from enrich import columns as C
 from enrich.progress import ProgressReporter, Timeline
@@ -30,6 +31,18 @@ def test_status_line_is_rate_limited() -> None:
     assert p.maybe_log(1, 0) is not None  # the first call logs
     assert p.maybe_log(2, 0) is None
     assert p.maybe_log(2, 0, force=True) is not None
+
+
+def test_first_status_line_logs_right_after_boot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first line is logged whatever the clock reads: time.monotonic() counts from boot,
+    so on a machine up for 5 s it is 5.0, well under `every_seconds` (whatever this machine's
+    uptime, the clock is pinned to such a young boot here)."""
+    clock = iter([5.0, 6.0, 5.0 + 3600])
+    monkeypatch.setattr("enrich.progress.time.monotonic", lambda: next(clock))
+    p = ProgressReporter(total_bytes=10, total_shards=1, every_seconds=3600, started=4.0)
+    assert p.maybe_log(1, 0) is not None  # 5.0 s after boot: still logs the first line
+    assert p.maybe_log(2, 0) is None  # 1 s later: rate-limited
+    assert p.maybe_log(3, 0) is not None  # an hour after the first line: logs again
 
 
 def test_timeline_keeps_points_a_step_apart_and_the_latest_totals() -> None:

@@ -22,7 +22,7 @@ from enrich.report import write_run_report
 from enrich.summary import RunSummary
 from enrich.tasks.classify import MMLU_PRO_CATEGORIES
 from enrich.write import ShardManifest
-from tests.conftest import SHARED_DATA
+from tests.conftest import shared_file
 
 FS = fsspec.filesystem("file")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -170,10 +170,7 @@ def test_field_scores() -> None:
 
 
 def _shared(relative: str) -> str:
-    path = SHARED_DATA / relative
-    if not path.is_file():
-        pytest.skip(f"{path} not found (shared data absent)")
-    return str(path)
+    return str(shared_file(relative))
 
 
 @pytest.mark.parametrize("task,data", [

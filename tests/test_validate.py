@@ -14,8 +14,9 @@ from enrich.config import JobConfig
 from enrich.tasks import build_task
 from enrich.tasks.address import AddressRecord
 from enrich.validate import RejectReason, validate_batch, validate_output
+from tests.conftest import shared_file
 
-GOLD = Path(__file__).resolve().parents[2] / "shared" / "data" / "address" / "test_with_system.jsonl"
+GOLD = "address/test_with_system.jsonl"  # under the shared data (tests.conftest.shared_file)
 FIELDS = ["province", "city", "district", "specific_location", "name", "phone"]
 TASK = build_task("address")
 CFG = JobConfig.model_validate({"input": "in", "output": "out", "model": "m"})
@@ -227,9 +228,7 @@ def test_validate_batch_empty_table() -> None:
 # ---------------------------------------------------------------- gold answers
 def test_gold_answers_all_valid() -> None:
     """Every gold answer of the shared address test set passes validation (schema + checks)."""
-    if not GOLD.exists():
-        pytest.skip(f"gold set {GOLD} not found (shared data absent)")
-    lines = [line for line in GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in shared_file(GOLD).read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(lines) == 400
     failures = []
     for number, line in enumerate(lines, start=1):

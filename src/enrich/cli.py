@@ -2,13 +2,17 @@
 
 Nested settings (engine, sampling) are flattened: `--batch-size` sets `engine.batch_size`.
 A YAML job spec (`--spec job.yaml`) is validated by the same model; flags win over it.
+
+Expected failures end in one line on stderr, `enrich: error: <message>`, and an exit status:
+2 for a configuration or input error found before any work, 1 for a run that failed (the
+table: `enrich.errors.usage_errors`). The traceback is printed only with `--log-level DEBUG`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -18,8 +22,18 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from enrich.config import JobConfig
+from enrich.errors import ConfigError, ModelNotFoundError, UsageError, one_line, raised_in_ray, report_error
+from enrich.logs import LEVELS, setup_logging
 
 _NESTED = ("task_options", "engine", "sampling")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag raises instead of printing usage and exiting, so main()
+    reports it in the same one-line form (the usage is one `--help` away)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _flag(name: str) -> str:
@@ -63,13 +77,13 @@ def _is_model_list(annotation: Any) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="enrich", description="Typed, validated tables from raw text with small fine-tuned LLMs."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a task over input shards", description=JobConfig.__doc__)
     run.add_argument("--spec", help="YAML job spec (same keys as these options; flags win)")
-    run.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    _add_log_level(run)
     _add_model_options(run.add_argument_group("job"), JobConfig, "")
     for nested in _NESTED:
         model = JobConfig.model_fields[nested].annotation
@@ -103,11 +117,19 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--model-revision", help="hub revision")
     ev.add_argument("--s3-endpoint", help="endpoint URL of an S3-compatible store")
     ev.add_argument("--ray-address", help="Ray cluster address; default RAY_ADDRESS, else embedded Ray")
-    ev.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    _add_log_level(ev)
     for nested in ("engine", "sampling"):
         model = JobConfig.model_fields[nested].annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
         _add_model_options(ev.add_argument_group(nested, model.__doc__), model, f"{nested}.")
+
+
+def _add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=LEVELS,
+        help="INFO: the job's own lines; DEBUG adds Ray's, Ray Data's and vLLM's, and the "
+        "traceback of an error (default: INFO)",
+    )
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -129,9 +151,10 @@ def _eval(args: argparse.Namespace) -> int:
             labels=_split(args.labels), gold_columns=_split(args.gold_columns), text_column=args.text_column,
             engine=nested["engine"], sampling=nested["sampling"], job={k: v for k, v in job.items() if v},
         )
-    except (ValidationError, ValueError, FileNotFoundError) as exc:
-        print(f"enrich eval: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        if raised_in_ray(exc):
+            raise  # the run itself failed
+        raise ConfigError(one_line(exc)) from exc  # eval checks its gold set and options first
     print(headline(result))
     print(f"  report: {args.output.rstrip('/')}/report.md")
     return 0
@@ -167,19 +190,59 @@ def _print_tasks() -> None:
         print()
 
 
+def check_models(cfg: JobConfig) -> None:
+    """Model and adapters exist, before any work. Local folders and s3:// prefixes are checked;
+    a hub id (org/name, not a local folder) is left to the hub download, which names it."""
+    from enrich.model_store import is_remote
+    from enrich.storage import filesystem
+
+    named = [("model", cfg.model)] + [("adapter", s.adapter) for s in cfg.task_specs() if s.adapter]
+    for what, where in named:
+        assert where is not None
+        if is_remote(where):
+            fs, path = filesystem(where, cfg.s3_endpoint)
+            if not fs.exists(path):
+                raise ModelNotFoundError(f"{what} {where}: no such s3 prefix (nothing stored under it)")
+            continue
+        path = where.removeprefix("file://")
+        if _looks_local(path) and not os.path.isdir(os.path.expanduser(path)):
+            raise ModelNotFoundError(f"{what} {where}: no such folder")
+
+
+def _looks_local(path: str) -> bool:
+    """A path, not a hub id: absolute, relative with ./ or ~, or an existing file system entry.
+    A hub id is `name` or `org/name` and has no such prefix."""
+    return path.startswith(("/", "./", "../", "~", ".")) or path.count("/") > 1 or os.path.exists(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return report_error(exc, debug=False)
     if args.command == "tasks":
         _print_tasks()
         return 0
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    debug = args.log_level == "DEBUG"
+    try:
+        return _run(args)
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one line and a status
+        return report_error(exc, debug)
+    except KeyboardInterrupt:
+        print("enrich: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "eval":
+        setup_logging(args.log_level)
         return _eval(args)
     try:
         cfg = config_from_args(args)
-    except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
-        print(f"enrich: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, yaml.YAMLError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"invalid configuration: {one_line(exc)}") from exc
+    check_models(cfg)
+    setup_logging(args.log_level)  # imports Ray Data: after the checks that need none
     from enrich.pipeline import run_tasks  # imports Ray; keep `--help` and `tasks` fast
 
     for summary in run_tasks(cfg):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from enrich.config import JobConfig
+from enrich.logs import LEVELS, setup_logging
 
 BANNER = """
 ###########################################################################
@@ -31,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", default="samples/addresses", help="input shards folder")
     parser.add_argument("--output", default="demo-output/addresses", help="output folder")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LEVELS,
+                        help="INFO: the job's own lines; DEBUG adds Ray's, Ray Data's and vLLM's")
     args = parser.parse_args(argv)
+    setup_logging(args.log_level)  # before Ray starts: its workers inherit the levels
 
     model = os.environ.get("ENRICH_MODEL")
     tiny = not model

@@ -58,7 +58,10 @@ class ProgressReporter:
     rows: int = 0
     rejected: int = 0
     tokens: int = 0
-    last: float = 0.0
+    # When the last line was logged; None = never, so the first call always logs. (A 0.0 here
+    # compared with time.monotonic(), which counts from boot, hid the first line for the
+    # first `every_seconds` after a machine booted.)
+    last: float | None = None
     timeline: Timeline = field(default_factory=Timeline)
 
     def add(self, table: pa.Table) -> None:
@@ -70,7 +73,7 @@ class ProgressReporter:
 
     def maybe_log(self, done_bytes: float, done_shards: int, force: bool = False) -> str | None:
         now = time.monotonic()
-        if not force and now - self.last < self.every_seconds:
+        if not force and self.last is not None and now - self.last < self.every_seconds:
             return None
         self.last = now
         line = self.line(done_bytes, done_shards, now)
