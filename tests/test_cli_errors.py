@@ -124,7 +124,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
                     "--log-level", "DEBUG")
     assert result.returncode == 2
     assert "Traceback (most recent call last):" in result.stderr
-    assert "enrich.read.InputError: /nonexistent: no such file or folder" in result.stderr
+    assert "InputError: /nonexistent: no such file or folder" in result.stderr
     assert result.stderr.splitlines()[-1] == "enrich: error: /nonexistent: no such file or folder"
 
 
