@@ -16,7 +16,7 @@ from schedule import run_order
 if TYPE_CHECKING:
     from harness import Bench
 
-DEFAULT_CANDIDATES = "32:2048,64:2048,128:4096,256:8192"
+DEFAULT_CANDIDATES = "32:2048,64:2048,128:4096"
 
 
 def parse_candidates(text: str) -> list[dict[str, int]]:
