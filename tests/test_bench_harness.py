@@ -465,6 +465,14 @@ def test_standin_vllm_answers_a_valid_address(tmp_path):
         from vllm.sampling_params import StructuredOutputsParams
         p = SamplingParams(temperature=0, structured_outputs=StructuredOutputsParams(json={})).clone()
         out = LLM(model="m").generate([{"prompt_token_ids": [1]}] * 3, [p] * 3, use_tqdm=False)
+
+        async def run_async():
+            engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(model="m"))
+            return [o async for o in engine.generate({"prompt_token_ids": [1]}, p, request_id="1")]
+
+        import asyncio
+        final = asyncio.run(run_async())[-1]
+        assert final.finished and final.outputs[0].text == out[0].outputs[0].text
         print(json.dumps({"file": vllm.__file__, "n": len(out), "text": out[0].outputs[0].text}))
         """
     )
