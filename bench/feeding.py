@@ -143,7 +143,9 @@ class Engine:
             else:
                 return
 
-    def _step(self) -> None:
+    def _step(self, defer: bool = False) -> list[Callable[[], None]]:
+        """One engine step; its finished requests' callbacks run now, or are returned (`defer`)
+        for an async engine to run once the step's time has passed."""
         while self.waiting and self.running() < self.max_num_seqs:
             self.prefilling.append(self.waiting.popleft())
         n_seqs = self.running()
@@ -170,8 +172,14 @@ class Engine:
             self.prefilling.remove(req)
             self._seq += 1
             heapq.heappush(self.decoding, (k + req[1] - 1, self._seq, req[2]))
+        done = []
         while self.decoding and self.decoding[0][0] <= k:
-            heapq.heappop(self.decoding)[2]()
+            done.append(heapq.heappop(self.decoding)[2])
+        if defer:
+            return done
+        for callback in done:
+            callback()
+        return []
 
     def occupancy(self) -> float:
         """Time-weighted mean running sequences / max_num_seqs, over the engine's busy time."""

@@ -41,6 +41,7 @@ def render_markdown(
     flatness: dict[str, Any] | None = None,
     previous_md: str | None = None,
     feeding: dict[str, Any] | None = None,
+    feeding_actor: dict[str, Any] | None = None,
 ) -> str:
     kept = kept_sections(previous_md)
     out = ["# Benchmark results", ""]
@@ -57,7 +58,7 @@ def render_markdown(
     if flatness:
         out += render_flatness(flatness)
     if feeding:
-        out += render_feeding(feeding)
+        out += render_feeding(feeding, feeding_actor)
     for heading, body in kept:
         if not heading.startswith(FIRST):
             out += [f"## {heading}", "", body, ""]
@@ -161,7 +162,7 @@ def render_flatness(flat: dict[str, Any]) -> list[str]:
     return out
 
 
-def render_feeding(feeding: dict[str, Any]) -> list[str]:
+def render_feeding(feeding: dict[str, Any], actor: dict[str, Any] | None = None) -> list[str]:
     out = ["## Feeding simulation (GPU-like stand-in, `bench/feeding.py`)", ""]
     out += [
         f"{feeding['rows']} rows, virtual time, no engine. Rows: {feeding['row_model']}. Batches of "
@@ -181,6 +182,16 @@ def render_feeding(feeding: dict[str, Any]) -> list[str]:
         out.append(f"- `{p['name']}`: {p['fixed_s'] * 1e3:g} ms + {p['per_seq_s'] * 1e3:g} ms/seq + "
                    f"{p['prefill_tok_s'] * 1e6:g} µs/prefill token; {p['source']}.")  # fmt: skip
     new = [r for r in feeding["results"] if r["feeding"] == "new" and r["profile"].startswith("gpu")]
+    if actor:
+        out += ["", f"The same engine and rows ({actor['rows']}) fed by enrich's own code, `enrich.engine_feed.Feeder` "
+                "(the async EngineActor's feeding core, engine branch), in virtual time (`bench/feeding_actor.py`):", "",
+                "| step model | max_num_seqs | rows/s | of ideal | occupancy (engine) | occupancy (enrich's measure) "
+                "| rows with wrong attempt count |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in actor["results"]:
+            mine = (r.get("feeder_occupancy") or {}).get("occupancy")
+            out.append(f"| {r['profile']} | {r['max_num_seqs']} | {r['rows_per_s']:.1f} | {r['of_ideal']:.3f} | "
+                       f"{r['occupancy']:.3f} | {ratio_text(mine)} | {r['rows_with_wrong_attempts']} |")  # fmt: skip
+        new += [r for r in actor["results"] if r["profile"].startswith("gpu")]
     met = new and all(r["of_ideal"] >= feeding["target_of_ideal"] for r in new)
     out += ["", f"Target: new feeding ≥ {feeding['target_of_ideal']} of ideal on the GPU-like model: "
             f"**{'met' if met else 'missed'}** (simulated, not measured on a GPU).", ""]  # fmt: skip

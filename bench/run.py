@@ -38,7 +38,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from common import REPO, SYSTEMS  # noqa: E402
-from flatness import DEFAULT_SHARDS, DEFAULT_SIZES, FLATNESS_TOLERANCE, run_memory_flatness  # noqa: E402
+from flatness import DEFAULT_SHARDS, DEFAULT_SIZES, FLATNESS_TOLERANCE, run_memory_flatness, write_standin  # noqa: E402
 from harness import Bench, enrich_pinnable  # noqa: E402
 from inputs import (  # noqa: E402
     DEFAULT_SOURCE,
@@ -83,6 +83,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-load", type=float, default=MAX_LOAD, help=f"no run starts above this 1-min load (default {MAX_LOAD})")
     p.add_argument("--wait-for-load", action="store_true", help="wait for the load at the start instead of refusing")
     p.add_argument("--load-wait", type=float, default=LOAD_WAIT_S, help="seconds a run waits for the load, at most")
+    p.add_argument("--standin-engine", action="store_true",
+                   help="plumbing check only: every system gets the flatness mode's vllm stand-in (not the peer: "
+                   "Ray Data LLM needs the real async engine); its numbers mean nothing")  # fmt: skip
     p.add_argument("--gpu-memory-utilization", type=float, help="default 0.9 with a GPU, 0.25 on CPU")
     p.add_argument(
         "--enrich-max-attempts", type=int, default=1,
@@ -118,7 +121,9 @@ def write_report(args: argparse.Namespace, results: dict[str, Any] | None, flat:
     previous = md_path.read_text(encoding="utf-8") if md_path.exists() else None
     feeding_path = REPO / "bench" / "out" / "feeding.json"
     feeding = json.loads(feeding_path.read_text()) if feeding_path.exists() else None
-    md_path.write_text(render_markdown(results, flat, previous, feeding), encoding="utf-8")
+    actor_path = feeding_path.with_name("feeding_actor.json")
+    actor = json.loads(actor_path.read_text()) if actor_path.exists() else None
+    md_path.write_text(render_markdown(results, flat, previous, feeding, actor), encoding="utf-8")
     print(f"[bench] wrote {md_path}", flush=True)
 
 
@@ -161,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = ensure_model(args.model)
     engine = engine_settings(gpu, args.gpu_memory_utilization)
     bench = Bench(args, args.out, model, Path(), gpu, engine, sampling_settings(), gate)
+    if args.standin_engine:
+        bench.standin = str(write_standin(args.out / "standin"))
 
     results_path = args.out / "results.json"
     flat_path = args.out / "memory_flatness.json"
@@ -222,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "order_seed": args.order_seed,
             "orders": [[f"{s}@{n}" for n, s in order] for order in orders],
             "max_load": args.max_load,
+            "standin_engine": args.standin_engine,
         },
         "sweep": sweep,
         "runs": runs,

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import feeding  # noqa: E402
+import feeding_actor  # noqa: E402
 import flatness  # noqa: E402
 import harness  # noqa: E402
 import inputs  # noqa: E402
@@ -636,3 +637,58 @@ def test_rss_profile_reports_rss_over_time():
 def test_standin_is_slower_than_the_reader():
     assert flatness.standin_cap(256) == pytest.approx(256 / 0.532)
     assert flatness.standin_cap(256) < 980 / 2  # the reader managed ~980 rows/s with an instant stand-in
+
+
+# --------------------------------------------------------------------------- feeding with enrich's own Feeder
+
+
+def test_virtual_clock_loop_jumps_over_waits():
+    import asyncio
+
+    async def two_sleepers():
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(asyncio.sleep(100.0), asyncio.sleep(40.0))
+        return loop.time()
+
+    loop = feeding_actor.VirtualClockLoop()
+    started = time.monotonic()
+    try:
+        assert loop.run_until_complete(two_sleepers()) == pytest.approx(100.0)
+    finally:
+        loop.close()
+    assert time.monotonic() - started < 5.0  # virtual seconds, not real ones
+
+
+def test_async_step_engine_times_steps_like_the_simulated_engine():
+    """Three full waves straight into the async engine: the ideal time exactly, as feeding.Engine."""
+    import asyncio
+
+    seqs, length, prompt = 8, 20, 50
+    rows = [feeding.Row(prompt, (length,), 1)] * (3 * seqs)
+
+    async def go():
+        engine = feeding_actor.AsyncStepEngine(rows, STEP, seqs, 10_000)
+        engine.task = asyncio.ensure_future(engine._loop())
+
+        async def one(i):
+            return [o async for o in engine.generate({"prompt_token_ids": [i] + [1] * (prompt - 1)}, None, str(i))]
+
+        outs = await asyncio.gather(*(one(i) for i in range(len(rows))))
+        engine.task.cancel()
+        return engine, outs
+
+    loop = feeding_actor.VirtualClockLoop()
+    try:
+        engine, outs = loop.run_until_complete(go())
+    finally:
+        loop.close()
+    assert engine.core.now == pytest.approx(3 * (length * (6e-3 + seqs * 8e-5) + seqs * prompt * 2.5e-5))
+    assert all(o[-1].finished and o[-1].outputs[0].text == feeding_actor.VALID for o in outs)
+
+
+def test_enrich_feeder_keeps_the_gpu_like_engine_near_ideal():
+    pytest.importorskip("enrich.engine_feed", reason="the async EngineActor (engine branch) is not on this branch")
+    rows = feeding.make_rows(500, seed=2)
+    r = feeding_actor.run(rows, feeding.GPU_L4, 64)
+    assert r["rows_with_wrong_attempts"] == 0 and r["engine_errors"] == 0  # every retry ran, no more
+    assert r["of_ideal"] >= 0.9
