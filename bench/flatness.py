@@ -86,20 +86,28 @@ class AsyncEngineArgs:
         self.model = model
         self.kwargs = kwargs
 
+    def create_engine_config(self):
+        scheduler = SimpleNamespace(max_num_seqs=self.kwargs.get("max_num_seqs") or 256)
+        return SimpleNamespace(scheduler_config=scheduler, args=self)
+
 
 class AsyncLLMEngine:
-    """The async engine API (a guess at what an async EngineActor calls: PATTERNS.md 3):
+    """The async engine (vllm.v1.engine.async_llm.AsyncLLM, as the async EngineActor builds it):
     requests share one engine that does ROW_S of work per row, one row at a time."""
 
-    def __init__(self, args=None):
-        self.args = args
+    def __init__(self, config=None):
+        self.config = config
         self._lock = None
 
     @classmethod
     def from_engine_args(cls, args, **kwargs):
         return cls(args)
 
-    async def get_tokenizer(self, *args):
+    @classmethod
+    def from_vllm_config(cls, vllm_config, **kwargs):
+        return cls(vllm_config)
+
+    def get_tokenizer(self, *args):
         return _Tokenizer()
 
     async def generate(self, prompt, sampling_params=None, request_id=None, lora_request=None, **kwargs):
@@ -123,10 +131,23 @@ def standin_cap(batch_size: int, call_ms: float = STANDIN_CALL_MS, row_ms: float
     """Rows per second one stand-in engine manages with full batches."""
     return batch_size / ((call_ms + row_ms * batch_size) / 1000)
 STANDIN_SAMPLING = '''\
+import enum
+
 from vllm import SamplingParams  # noqa: F401
 
 
 class StructuredOutputsParams:
+    def __init__(self, **kwargs):
+        self.__dict__.update(kwargs)
+
+
+class RequestOutputKind(enum.Enum):
+    CUMULATIVE = 0
+    DELTA = 1
+    FINAL_ONLY = 2
+'''
+STANDIN_CONFIG = '''\
+class StructuredOutputsConfig:
     def __init__(self, **kwargs):
         self.__dict__.update(kwargs)
 '''
@@ -139,6 +160,12 @@ def write_standin(root: Path, call_ms: float = STANDIN_CALL_MS, row_ms: float = 
     code = STANDIN_INIT.replace("@CALL_S@", repr(call_ms / 1000)).replace("@ROW_S@", repr(row_ms / 1000))
     (pkg / "__init__.py").write_text(code, encoding="utf-8")
     (pkg / "sampling_params.py").write_text(STANDIN_SAMPLING, encoding="utf-8")
+    (pkg / "config.py").write_text(STANDIN_CONFIG, encoding="utf-8")
+    engine = pkg / "v1" / "engine"
+    engine.mkdir(parents=True, exist_ok=True)
+    (pkg / "v1" / "__init__.py").write_text("", encoding="utf-8")
+    (engine / "__init__.py").write_text("", encoding="utf-8")
+    (engine / "async_llm.py").write_text("from vllm import AsyncLLM  # noqa: F401\n", encoding="utf-8")
     return root
 
 

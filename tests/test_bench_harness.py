@@ -467,8 +467,16 @@ def test_standin_vllm_answers_a_valid_address(tmp_path):
         p = SamplingParams(temperature=0, structured_outputs=StructuredOutputsParams(json={})).clone()
         out = LLM(model="m").generate([{"prompt_token_ids": [1]}] * 3, [p] * 3, use_tqdm=False)
 
-        async def run_async():
-            engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(model="m"))
+        from vllm.config import StructuredOutputsConfig
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        async def run_async():  # as the async EngineActor builds its engine
+            args = vllm.AsyncEngineArgs(model="m", max_num_seqs=64, structured_outputs_config=StructuredOutputsConfig())
+            config = args.create_engine_config()
+            assert config.scheduler_config.max_num_seqs == 64 and RequestOutputKind.FINAL_ONLY
+            engine = AsyncLLM.from_vllm_config(config, stat_loggers=[], disable_log_stats=True)
+            assert engine.get_tokenizer().eos_token_id
             return [o async for o in engine.generate({"prompt_token_ids": [1]}, p, request_id="1")]
 
         import asyncio
