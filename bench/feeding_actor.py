@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-num-seqs", default="64,256")
     p.add_argument("--max-concurrent-batches", type=int, default=8)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--source-note", default="", help="where enrich.engine_feed came from (recorded, e.g. a commit)")
     args = p.parse_args(argv)
     rows = make_rows(args.rows, args.seed)
     results = []
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[feeding-actor] {profile.name:18s} seqs {s:3d} {r['rows_per_s']:8.1f} rows/s "
                   f"{r['of_ideal']:.3f} of ideal, occupancy {r['occupancy']:.3f}", flush=True)  # fmt: skip
     res = {"rows": args.rows, "seed": args.seed, "max_concurrent_batches": args.max_concurrent_batches,
-           "gap_s": 5e-3, "batch_size": 64, "target_of_ideal": 0.9, "results": results}  # fmt: skip
+           "gap_s": 5e-3, "batch_size": 64, "target_of_ideal": 0.9, "results": results,
+           "feeder_source": args.source_note or __import__("enrich.engine_feed").engine_feed.__file__}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2))
     gpu = [r for r in results if r["profile"] == GPU_L4.name]

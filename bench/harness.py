@@ -50,6 +50,8 @@ class Bench:
     engine: dict[str, Any]
     sampling: dict[str, Any]
     gate: LoadGate = field(default_factory=LoadGate)
+    standin: str | None = None  # --standin-engine: the stand-in vllm package's folder
+
 
     def env(self, extra_pythonpath: str | None = None) -> dict[str, str]:
         env = dict(os.environ)
@@ -60,6 +62,7 @@ class Bench:
         env["PYTHONUNBUFFERED"] = "1"
         # Ray folds lines that differ only in numbers: every engine's ready line must come through.
         env["RAY_DEDUP_LOGS"] = "0"
+        extra_pythonpath = extra_pythonpath or self.standin
         if extra_pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_pythonpath, env.get("PYTHONPATH")) if p)
         return env

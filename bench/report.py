@@ -184,7 +184,8 @@ def render_feeding(feeding: dict[str, Any], actor: dict[str, Any] | None = None)
     new = [r for r in feeding["results"] if r["feeding"] == "new" and r["profile"].startswith("gpu")]
     if actor:
         out += ["", f"The same engine and rows ({actor['rows']}) fed by enrich's own code, `enrich.engine_feed.Feeder` "
-                "(the async EngineActor's feeding core, engine branch), in virtual time (`bench/feeding_actor.py`):", "",
+                f"(the async EngineActor's feeding core; {actor.get('feeder_source', 'engine branch')}), in virtual time "
+                "(`bench/feeding_actor.py`):", "",
                 "| step model | max_num_seqs | rows/s | of ideal | occupancy (engine) | occupancy (enrich's measure) "
                 "| rows with wrong attempt count |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in actor["results"]:

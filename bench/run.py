@@ -99,6 +99,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vllm-log-level", default="WARNING", help="VLLM_LOGGING_LEVEL for every system (default WARNING)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before a run is killed (default 3600)")
     p.add_argument("--results-md", type=Path, default=DEFAULT_RESULTS_MD, help="markdown report to regenerate")
+    p.add_argument("--report-only", action="store_true",
+                   help="only regenerate RESULTS.md from OUT's results.json, memory_flatness.json and the feeding files")
     p.add_argument("--memory-flatness", action="store_true", help="run the memory-flatness mode instead")
     p.add_argument("--flat-rows", default=DEFAULT_SIZES, help=f"input sizes of that mode (default {DEFAULT_SIZES})")
     p.add_argument("--flat-shards", type=int, default=DEFAULT_SHARDS, help=f"shards per input (default {DEFAULT_SHARDS})")
@@ -154,6 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_worker"]:
         return worker_main(argv[1], argv[2])
     args = parse_args(argv)
+    if args.report_only:
+        loaded = [json.loads(p.read_text()) if p.exists() else None
+                  for p in (args.out / "results.json", args.out / "memory_flatness.json")]  # fmt: skip
+        write_report(args, *loaded)
+        return 0
     gate = LoadGate(max_load=args.max_load, wait_s=args.load_wait)
     refusal = check_start(gate, args.wait_for_load)
     if refusal:
