@@ -92,9 +92,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="enrich --max-attempts (default 1: one generation per row, the same work as the others)",
     )  # fmt: skip
     p.add_argument(
-        "--peer-stage-cpus", type=float, default=0.25,
-        help="num_cpus of the peer's chat-template/tokenize actors and read/preprocess/postprocess tasks "
-        "(default 0.25; 0 = Ray's default of 1 each, with which Ray Data waits forever on a 2-core node)",
+        "--peer-stage-cpus", type=float, default=0.1,
+        help="num_cpus of the peer's chat-template/tokenize actors and preprocess/postprocess tasks (default "
+        "0.1, bookkeeping only: two 0.75-CPU engines + two actors must leave room for the tasks on 2 cores; "
+        "0 = Ray's default of 1 each, with which Ray Data waits forever on a 2-core node)",
     )  # fmt: skip
     p.add_argument("--vllm-log-level", default="WARNING", help="VLLM_LOGGING_LEVEL for every system (default WARNING)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before a run is killed (default 3600)")
