@@ -31,7 +31,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from feeding import GPU_L4, PROFILES, Engine, Row, StepModel, ideal_time, make_rows  # noqa: E402
+from feeding_engine import GPU_L4, PROFILES, Engine, Row, StepModel, ideal_time, make_rows  # noqa: E402
 from flatness import STANDIN_ANSWER  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "feeding_actor.json"
