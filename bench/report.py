@@ -69,7 +69,7 @@ def render_results(results: dict[str, Any]) -> list[str]:
     cfg, machine = results["config"], results["machine"]
     out = ["## Results", ""]
     if cfg["repeats"] < MIN_REPEATS:
-        out += [f"> **{cfg['repeats']} repeat(s)**: no spread; every target below is inconclusive.", ""]
+        out += [f"> **{cfg['repeats']} repeat(s)** (fewer than {MIN_REPEATS}): every target below is inconclusive.", ""]
     for n, block in results["by_rows"].items():
         summary = block["summary"]
         systems = list(summary)
