@@ -700,3 +700,19 @@ def test_enrich_feeder_keeps_the_gpu_like_engine_near_ideal():
     r = feeding_actor.run(rows, feeding.GPU_L4, 64)
     assert r["rows_with_wrong_attempts"] == 0 and r["engine_errors"] == 0  # every retry ran, no more
     assert r["of_ideal"] >= 0.9
+
+
+def test_run_system_records_the_load_and_judges_it_against_0_3(tmp_path, monkeypatch):
+    args = cli.parse_args(["--out", str(tmp_path), "--max-load", "99"])
+    gate = schedule.LoadGate(max_load=99, read=lambda: 0.5, sleep=lambda s: None)
+    b = harness.Bench(args, tmp_path, "/m", tmp_path / "in.jsonl", False, inputs.engine_settings(False, None),
+                      inputs.sampling_settings(), gate)  # fmt: skip
+    fake = {"system": "ceiling", "ok": True, "t_launch": 100.0, "engine_init_times": [130.0], "rows": 10,
+            "wall_s": 50.0, "wall_to_last_row_s": 40.0, "peak_rss_bytes": 1, "log": "x"}  # fmt: skip
+    monkeypatch.setattr(b, "run_worker", lambda system, d, settings: dict(fake))
+    rec = b.run_system("ceiling", 2, 10, inputs.pinned(64, 2048))
+    assert rec["loadavg_1m_before"] == 0.5 and rec["load_ok"] is False  # started, but above 0.3
+    assert rec["repeat"] == 2 and rec["rows_requested"] == 10 and rec["settings"]["max_num_seqs"] == 64
+    assert rec["launch_to_all_engines_ready_s"] == pytest.approx(30.0)
+    assert rec["e2e_rows_per_s"] == pytest.approx(10 / 40.0)
+    assert (tmp_path / "runs" / "ceiling-n10-r2").is_dir()
