@@ -116,7 +116,12 @@ class FaultyFS(AbstractFileSystem):
         self.ops.append((kind, path))
         if self.crash_at == k and self.mode == "before":
             raise Crash(f"crash before op {k}: {kind} {path}")
-        result = apply()
+        try:
+            result = apply()
+        except Exception as exc:  # the request failed (e.g. a conditional PUT): nothing applied
+            if self.crash_at == k and self.mode == "after":
+                raise Crash(f"crash after failed op {k}: {kind} {path}") from exc
+            raise
         if self.crash_at == k and self.mode == "after":
             raise Crash(f"crash after op {k}: {kind} {path}")
         return result
@@ -143,7 +148,8 @@ class FaultyFS(AbstractFileSystem):
         self._op("copy", path2, lambda: self.inner.cp_file(path1, path2))
 
     def rm_file(self, path: str) -> None:
-        self._op("delete", path, lambda: self.inner.rm_file(path))
+        # S3 answers a DELETE of a missing key with 204: not an error.
+        self._op("delete", path, lambda: self.inner.exists(path) and self.inner.rm_file(path))
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         paths = path if isinstance(path, list) else [path]

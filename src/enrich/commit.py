@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import time
 import uuid
 from collections.abc import Callable, Iterable
 
@@ -53,12 +54,13 @@ class OutputCommitter:
         self, cfg: JobConfig, lineage: Lineage, output_names: list[str],
         storage: tuple[AbstractFileSystem, str] | None = None, run_id: str | None = None,
         ids: Callable[[], str] = new_id, lease_ttl: float = DEFAULT_TTL,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg, self.lineage, self.output_names = cfg, lineage, output_names
         self.fs, self.root = storage or filesystem(cfg.output, cfg.s3_endpoint)
         self.run_id = run_id or ids()
         self.ids = ids
-        self.lease = Lease(self.fs, self.root, self.run_id, lease_ttl)
+        self.lease = Lease(self.fs, self.root, self.run_id, lease_ttl, clock)
         self.infos: dict[str, ShardInfo] = {}
         self.ledgers: dict[str, ShardLedger] = {}
         self.old: dict[str, ShardManifest] = {}  # shards being redone: their current manifest
