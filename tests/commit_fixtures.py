@@ -109,11 +109,14 @@ class FaultyFS(AbstractFileSystem):
             inner = MemoryFileSystem(skip_instance_cache=True)
             inner.store, inner.pseudo_dirs = {}, [""]  # a private store, not the class-wide one
         self.inner, self.crash_at, self.mode = inner, crash_at, mode
+        self.crash_on: str | None = None  # or: crash at the next op whose path contains this
         self.ops: list[tuple[str, str]] = []
 
     def _op(self, kind: str, path: str, apply: Callable[[], Any]) -> Any:
         k = len(self.ops)
         self.ops.append((kind, path))
+        if self.crash_on is not None and self.crash_on in path:
+            self.crash_at, self.crash_on = k, None
         if self.crash_at == k and self.mode == "before":
             raise Crash(f"crash before op {k}: {kind} {path}")
         try:
