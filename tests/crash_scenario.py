@@ -81,11 +81,12 @@ def check_final(fs: AbstractFileSystem, root: str, golden: dict[str, Any]) -> No
     assert not fs.exists(f"{root}/_lease.json")
 
 
-PRESTATES: dict[str, Callable[[FaultyFS], None]] = {
-    "first": lambda fs: None,
+PRESTATES: dict[str, Callable[[FaultyFS, str], Any]] = {
+    "first": lambda fs, root: None,
     # A driver died after B committed and A's first attempt was written; a zombie file too.
-    "rerun": lambda fs: (run(fs, run="p", stop_after=3), fs.inner.pipe_file("/out/part-zombie.parquet", b"x")),
-    "overwrite": lambda fs: run(fs, run="p"),
+    "rerun": lambda fs, root: (run(fs, root=root, run="p", stop_after=3),
+                               fs.inner.pipe_file(f"{root}/part-zombie.parquet", b"x")),
+    "overwrite": lambda fs, root: run(fs, root=root, run="p"),
 }
 SCENARIOS: dict[str, dict[str, Any]] = {
     "first": {"fp": "fp1", "overwrite": False, "fps": {"fp1"}},
@@ -94,9 +95,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
-def prestate(kind: str, inner: AbstractFileSystem | None = None) -> FaultyFS:
+def prestate(kind: str, inner: AbstractFileSystem | None = None, root: str = "/out") -> FaultyFS:
     fs = FaultyFS(inner)
-    PRESTATES[kind](fs)
+    PRESTATES[kind](fs, root)
     fs.ops.clear()
     return fs
 
