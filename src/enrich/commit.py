@@ -204,9 +204,10 @@ class OutputCommitter:
                 return
             except FileExistsError:
                 pass  # our own first try landed (lost response), or a rival's: read below
-            except Exception:  # noqa: BLE001 - unknown outcome; Crash (BaseException) passes
+            except Exception as exc:  # noqa: BLE001 - unknown outcome; Crash (BaseException) passes
                 if attempt == PUT_TRIES - 1:
-                    raise
+                    raise OSError(f"cannot commit {self.fs.unstrip_protocol(path)} after {PUT_TRIES} tries: "
+                                  f"{type(exc).__name__}: {exc}") from exc
                 log.warning("manifest write for %s failed; checking whether it landed", manifest.source,
                             exc_info=True)
             try:

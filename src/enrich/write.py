@@ -211,6 +211,9 @@ def _put_parquet(fs: AbstractFileSystem, root: str, relative: str, table: pa.Tab
     pq.write_table(table, sink, compression="zstd", row_group_size=max(table.num_rows, 1))
     data = sink.getvalue().to_pybytes()
     path = posixpath.join(root.rstrip("/"), relative)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    fs.pipe_file(path, data)
+    try:
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        fs.pipe_file(path, data)
+    except OSError as exc:  # retries exhausted: say which object (s3fs's message does not)
+        raise OSError(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {exc}") from exc
     return WrittenFile(path=relative, rows=table.num_rows, bytes=len(data))
