@@ -268,7 +268,7 @@ def test_unlisted_part_files_removed_at_finish(tmp_path: Path) -> None:
     assert (tmp_path / "out" / f"part-{a.shard_id}-crashed.parquet").exists()
     oc.finish()
     parts = [f for f in files_under(tmp_path / "out") if "part-" in f]
-    assert parts == [f"part-{a.shard_id}-w.parquet", f"part-{b.shard_id}-xb.parquet"]
+    assert parts == sorted([f"part-{a.shard_id}-w.parquet", f"part-{b.shard_id}-xb.parquet"])
 
 
 def test_output_under_a_staging_named_folder(tmp_path: Path) -> None:
@@ -348,3 +348,22 @@ def test_model_digest_changes_when_the_model_is_replaced(tmp_path: Path) -> None
     os.utime(model / "weights.safetensors", ns=(1, 10**18))
     assert model_digest(str(model)) != first
     assert model_digest("Qwen/Qwen3-0.6B") is None  # a hub id: its revision pins it instead
+
+
+def test_a_dead_drivers_lease_on_this_host_is_taken_over(tmp_path: Path) -> None:
+    """A killed driver's lease (same host, its pid gone) does not block the rerun."""
+    import socket
+    import subprocess
+
+    a = make_shard(tmp_path, "a.jsonl")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "_lease.json").write_text(json.dumps(
+        {"run_id": "killed", "host": socket.gethostname(), "pid": dead.pid, "expires": 4e9}))
+    oc = committer(tmp_path, lease_ttl=600.0)
+    assert oc.plan([a]) == [a]
+    other_host = {"run_id": "remote", "host": "elsewhere", "pid": 1, "expires": 4e9}
+    (tmp_path / "out" / "_lease.json").write_text(json.dumps(other_host))
+    with pytest.raises(OutputLockedError, match="remote"):
+        committer(tmp_path, lease_ttl=600.0).plan([a])

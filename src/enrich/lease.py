@@ -53,6 +53,22 @@ def put(fs: AbstractFileSystem, path: str, data: bytes, create: bool = False) ->
             os.remove(tmp)
 
 
+def _stale(held: dict, now: float) -> bool:
+    """Expired, or held by a process of this host that is gone (a killed driver rerun on the
+    same machine need not wait for the expiry)."""
+    if held.get("expires", 0) <= now:
+        return True
+    if held.get("host") != socket.gethostname() or not isinstance(held.get("pid"), int):
+        return False
+    try:
+        os.kill(held["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Lease:
     def __init__(
         self, fs: AbstractFileSystem, root: str, run_id: str, ttl: float = DEFAULT_TTL,
@@ -78,7 +94,7 @@ class Lease:
             put(self.fs, self.path, self._body(), create=True)
         except FileExistsError:
             held = self._read()
-            if held is not None and held.get("run_id") != self.run_id and held.get("expires", 0) > self.clock():
+            if held is not None and held.get("run_id") != self.run_id and not _stale(held, self.clock()):
                 raise OutputLockedError(
                     f"{output} is being written by run {held.get('run_id')} (host {held.get('host')}, "
                     f"pid {held.get('pid')}) until its lease expires at "
