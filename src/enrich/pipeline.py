@@ -175,7 +175,21 @@ def run_tasks(cfg: JobConfig) -> list[RunSummary]:
     started = time.time()
     run_id = new_id()
     shards = discover_shards(cfg)
-    outputs = {label: _task_output(sub, shards, run_id) for label, sub in cfg.task_configs().items()}
+    outputs: dict[str, TaskOutput] = {}
+    try:
+        for label, sub in cfg.task_configs().items():
+            outputs[label] = _task_output(sub, shards, run_id)
+        return _run(cfg, shards, outputs, run_id, started)
+    finally:  # a failed run hands its outputs back at once (a killed one: by pid or expiry)
+        for out in outputs.values():
+            try:
+                out.committer.lease.release()
+            except Exception:  # noqa: BLE001 - the failure being raised matters more
+                log.warning("could not release the lease of %s", out.cfg.output, exc_info=True)
+
+
+def _run(cfg: JobConfig, shards: list[ShardInfo], outputs: dict[str, TaskOutput], run_id: str,
+         started: float) -> list[RunSummary]:
     needs: dict[str, list[str]] = {}
     for label, out in outputs.items():
         for shard in out.todo:
