@@ -85,7 +85,7 @@ PRESTATES: dict[str, Callable[[FaultyFS, str], Any]] = {
     "first": lambda fs, root: None,
     # A driver died after B committed and A's first attempt was written; a zombie file too.
     "rerun": lambda fs, root: (run(fs, root=root, run="p", stop_after=3),
-                               fs.inner.pipe_file(f"{root}/part-zombie.parquet", b"x")),
+                               fs.inner.pipe_file(f"{root}/part-{A.shard_id}-zombie.parquet", b"x")),
     "overwrite": lambda fs, root: run(fs, root=root, run="p"),
 }
 SCENARIOS: dict[str, dict[str, Any]] = {

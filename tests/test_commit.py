@@ -367,3 +367,23 @@ def test_a_dead_drivers_lease_on_this_host_is_taken_over(tmp_path: Path) -> None
     (tmp_path / "out" / "_lease.json").write_text(json.dumps(other_host))
     with pytest.raises(OutputLockedError, match="remote"):
         committer(tmp_path, lease_ttl=600.0).plan([a])
+
+
+def test_read_output_of_a_multi_task_root_and_orphans(tmp_path: Path) -> None:
+    """read_output reads exactly the manifest-listed files: an orphan part file is ignored;
+    a multi-task root needs task= and names its tasks."""
+    a = make_shard(tmp_path, "a.jsonl")
+    for label in ("address", "keywords"):
+        oc = committer(tmp_path, out=f"out/{label}")
+        oc.plan([a])
+        deliver(oc, finished(a, [0, 1, 2], 3, rejects={2: "truncated"}), f"w-{label}")
+        oc.finish()
+        oc.mark_success()
+    orphan = tmp_path / "out" / "address" / f"part-{a.shard_id}-orphan.parquet"
+    pq.write_table(pq.read_table(tmp_path / "out" / "address" / f"part-{a.shard_id}-w-address.parquet"), orphan)
+    with pytest.raises(ValueError, match="address, keywords"):
+        read_output(str(tmp_path / "out"))
+    assert read_output(str(tmp_path / "out"), task="address").count_rows() == 2  # not 4
+    assert read_output(str(tmp_path / "out"), task="keywords", rejects=True).count_rows() == 1
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        read_output(str(tmp_path / "nothing-here"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -31,6 +32,8 @@ from enrich.write import Descriptor, Lineage, ShardManifest
 
 log = logging.getLogger(__name__)
 PUT_TRIES = 4
+# The names workers give attempt files: the clean-up deletes no other file.
+PART = re.compile(r"part-[0-9a-f]{16}-.+\.parquet$")
 
 
 class OutputExistsError(RuntimeError):
@@ -247,7 +250,7 @@ class OutputCommitter:
         found: list[str] = []
         for folder in (self.root, self.path("_rejects")):
             try:
-                found += [p for p in self.fs.ls(folder, detail=False, refresh=True) if posixpath.basename(p).startswith("part-")]
+                found += [p for p in self.fs.ls(folder, detail=False, refresh=True) if PART.match(posixpath.basename(p))]
             except FileNotFoundError:
                 continue
         base = self.root.rstrip("/") + "/"

@@ -37,6 +37,8 @@ def tasks(output: str, s3_endpoint: str | None = None) -> list[str]:
     fs, root = filesystem(output, s3_endpoint)
     if fs.exists(join(root, "_manifests")):
         return []
+    if not fs.exists(root):
+        raise FileNotFoundError(f"{output}: no such output")
     return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)
                   if fs.exists(join(p, "_manifests")))
 

@@ -4,6 +4,7 @@ Layout under a task's output prefix:
     part-<shard>-<run>-<attempt>.parquet            enriched rows: input + output + lineage columns
     _rejects/part-<shard>-<run>-<attempt>.parquet   rejected rows, fixed schema (columns.REJECTS_SCHEMA)
     _manifests/<shard>.json                         the shard's commit record (ShardManifest)
+    _lease.json                                     the writing run (one driver per output)
 Attempt files are never renamed: a file no manifest lists is not part of the output (a crashed
 or duplicate attempt) and the committer deletes it once nothing can list it any more.
 """
