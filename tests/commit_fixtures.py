@@ -59,7 +59,8 @@ def marker(shard: ShardInfo, total: int, schema: pa.Schema | None = None) -> pa.
     values = {C.ROW_ID: f"{shard.shard_id}--1", C.SOURCE_FILE: shard.url, C.ROW_INDEX: -1,
               C.SHARD_ROWS: total, C.REASON: SHARD_END, C.MESSAGE: None}
     if schema is None:
-        return pa.table({k: pa.array([v], pa.string() if v is None or isinstance(v, str) else pa.int64()) for k, v in values.items()})
+        kind = lambda v: pa.string() if v is None or isinstance(v, str) else pa.int64()  # noqa: E731
+        return pa.table({k: pa.array([v], kind(v)) for k, v in values.items()})
     return pa.table({f.name: pa.array([values.get(f.name)], f.type) for f in schema}, schema=schema)
 
 

@@ -250,7 +250,8 @@ class OutputCommitter:
         found: list[str] = []
         for folder in (self.root, self.path("_rejects")):
             try:
-                found += [p for p in self.fs.ls(folder, detail=False, refresh=True) if PART.match(posixpath.basename(p))]
+                listing = self.fs.ls(folder, detail=False, refresh=True)
+                found += [p for p in listing if PART.match(posixpath.basename(p))]
             except FileNotFoundError:
                 continue
         base = self.root.rstrip("/") + "/"
