@@ -78,7 +78,7 @@ def check_final(fs: AbstractFileSystem, root: str, golden: dict[str, Any]) -> No
     assert listed_rows(fs, root) == golden
     assert part_files(fs, root) == listed_files(fs, root)
     assert fs.exists(f"{root}/_SUCCESS") and fs.exists(f"{root}/_summary.json")
-    assert not fs.exists(f"{root}/_lease.json")
+    assert not fs.exists(f"{root}/_lease.json") and not fs.exists(f"{root}/_overwrite.json")
 
 
 PRESTATES: dict[str, Callable[[FaultyFS, str], Any]] = {

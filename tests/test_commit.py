@@ -387,3 +387,22 @@ def test_read_output_of_a_multi_task_root_and_orphans(tmp_path: Path) -> None:
     assert read_output(str(tmp_path / "out"), task="keywords", rejects=True).count_rows() == 1
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         read_output(str(tmp_path / "nothing-here"))
+
+
+def test_an_interrupted_overwrite_resumes_and_a_new_one_redoes_everything(tmp_path: Path) -> None:
+    """--overwrite killed after replacing a: rerun with --overwrite keeps a's new commit and
+    redoes only b; once it succeeded, a fresh --overwrite redoes both again."""
+    a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
+    other = Lineage("unused", None, None, "address", "1", "fp-two")
+    _run_once(tmp_path, [a, b])
+    killed = committer(tmp_path, other, overwrite=True)
+    assert killed.plan([a, b]) == [a, b]
+    deliver(killed, finished(a, [0, 1], 2), "k-a")  # a replaced, then the driver died
+    resumed = committer(tmp_path, other, overwrite=True)
+    assert resumed.plan([a, b]) == [b] and [m.shard_id for m in resumed.skipped] == [a.shard_id]
+    deliver(resumed, finished(b, [0, 1], 2), "r-b")
+    resumed.finish()
+    resumed.mark_success()
+    assert not (tmp_path / "out" / "_overwrite.json").exists()
+    assert {manifest(tmp_path / "out", s)["fingerprint"] for s in (a, b)} == {"fp-two"}
+    assert committer(tmp_path, other, overwrite=True).plan([a, b]) == [a, b]

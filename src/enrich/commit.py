@@ -13,6 +13,7 @@ A crash anywhere leaves every shard with its old manifest and files, or its new 
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 import re
@@ -25,13 +26,14 @@ from fsspec.spec import AbstractFileSystem
 from enrich.config import JobConfig
 from enrich.lease import DEFAULT_TTL, Lease, is_local, put
 from enrich.ledger import Delivery, ShardLedger
+from enrich.manifests import ConcurrentWriterError, put_manifest, read_manifest, read_manifests
 from enrich.quality import QualityCounters
 from enrich.read import ShardInfo
 from enrich.storage import filesystem, join
 from enrich.write import Descriptor, Lineage, ShardManifest
 
 log = logging.getLogger(__name__)
-PUT_TRIES = 4
+OVERWRITE = "_overwrite.json"  # an --overwrite in progress: its fingerprint and runs
 # The names workers give attempt files: the clean-up deletes no other file.
 PART = re.compile(r"part-[0-9a-f]{16}-.+\.parquet$")
 
@@ -42,10 +44,6 @@ class OutputExistsError(RuntimeError):
 
 class IncompleteShardsError(RuntimeError):
     """The stream ended before every row of some shards was delivered: they are not committed."""
-
-
-class ConcurrentWriterError(RuntimeError):
-    """A manifest changed under us: another writer is committing to the same output."""
 
 
 def new_id() -> str:
@@ -83,27 +81,17 @@ class OutputCommitter:
     # ------------------------------------------------------------ planning
     def existing(self) -> dict[str, ShardManifest]:
         """Every manifest of the output: one listing plus one concurrent read of them all."""
-        try:
-            names = [p for p in self.fs.ls(self.path("_manifests"), detail=False, refresh=True) if p.endswith(".json")]
-        except FileNotFoundError:
-            return {}
-        out = {}
-        for path, data in sorted(self.fs.cat(names).items()) if names else []:
-            m = ShardManifest.model_validate_json(data)
-            out[m.shard_id] = m
-        return out
+        return {m.shard_id: m for m in read_manifests(self.fs, self.root)}
 
     def manifest(self, shard_id: str) -> ShardManifest | None:
-        try:
-            return ShardManifest.model_validate_json(self.fs.cat_file(self.path("_manifests", f"{shard_id}.json")))
-        except FileNotFoundError:
-            return None
+        return read_manifest(self.fs, self.root, shard_id)
 
     def plan(self, shards: list[ShardInfo]) -> list[ShardInfo]:
         """Take the lease; shards to process (a manifest of this fingerprint and input version
         means done, unless overwriting); nothing is deleted here."""
         self.lease.acquire(self.cfg.output)
         existing = self.existing()
+        resumed = self._overwrite_runs() if self.cfg.overwrite else set()
         todo = []
         for shard in shards:
             done = existing.get(shard.shard_id)
@@ -113,8 +101,10 @@ class OutputCommitter:
                     f"{done.fingerprint} (this run: {self.lineage.fingerprint}); "
                     "pass --overwrite to replace it or choose another --output"
                 )
-            if done is not None and not self.cfg.overwrite and (done.size, done.version) == (shard.size, shard.version):
-                self.skipped.append(done)
+            replaced = self.cfg.overwrite and done is not None and done.run_id in resumed
+            if done is not None and (not self.cfg.overwrite or replaced) and done.fingerprint == self.lineage.fingerprint \
+                    and (done.size, done.version) == (shard.size, shard.version):
+                self.skipped.append(done)  # done, or already replaced by this interrupted overwrite
                 continue
             todo.append(shard)
             if done is not None:
@@ -126,6 +116,19 @@ class OutputCommitter:
         if todo:
             self._remove([self.path("_SUCCESS")])
         return todo
+
+    def _overwrite_runs(self) -> set[str]:
+        """Runs of an interrupted --overwrite with this fingerprint (from `_overwrite.json`),
+        whose commits a resumed --overwrite keeps; this run joins them before it commits."""
+        path = self.path(OVERWRITE)
+        try:
+            marker = json.loads(self.fs.cat_file(path))
+        except FileNotFoundError:
+            marker = {}
+        runs = set(marker.get("runs", [])) if marker.get("fingerprint") == self.lineage.fingerprint else set()
+        body = {"fingerprint": self.lineage.fingerprint, "runs": sorted(runs | {self.run_id})}
+        put(self.fs, path, json.dumps(body).encode("utf-8"))
+        return runs
 
     # ------------------------------------------------------------ the stream
     def add(self, d: Descriptor) -> None:
@@ -196,35 +199,7 @@ class OutputCommitter:
         log.info("committed %s: %d ok, %d rejected", info.url, rows_ok, rows_rejected)
 
     def _put_manifest(self, manifest: ShardManifest, old: ShardManifest | None) -> None:
-        """Write the manifest; on an error whose outcome is unknown, re-read: our commit id
-        means it landed, the old one (or none) means retry, another means a rival writer."""
-        path = self.path("_manifests", f"{manifest.shard_id}.json")
-        data = manifest.model_dump_json(indent=1).encode("utf-8")
-        previous = old.commit_id if old is not None else None
-        for attempt in range(PUT_TRIES):
-            try:
-                put(self.fs, path, data, create=old is None)
-                return
-            except FileExistsError:
-                pass  # our own first try landed (lost response), or a rival's: read below
-            except Exception as exc:  # noqa: BLE001 - unknown outcome; Crash (BaseException) passes
-                if attempt == PUT_TRIES - 1:
-                    raise OSError(f"cannot commit {self.fs.unstrip_protocol(path)} after {PUT_TRIES} tries: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-                log.warning("manifest write for %s failed; checking whether it landed", manifest.source,
-                            exc_info=True)
-            try:
-                current = self.manifest(manifest.shard_id)
-            except Exception:  # noqa: BLE001 - cannot tell yet; try the write again
-                continue
-            if current is not None and current.commit_id == manifest.commit_id:
-                return
-            if current is not None and current.commit_id != previous:
-                raise ConcurrentWriterError(
-                    f"{path}: committed by run {current.run_id} while this run ({self.run_id}) was "
-                    "committing it; only one driver may write an output"
-                )
-        raise RuntimeError(f"{path}: could not be written after {PUT_TRIES} tries")
+        put_manifest(self.fs, self.root, manifest, old, self.run_id)
 
     # ------------------------------------------------------------ the end
     def finish(self) -> None:
@@ -261,6 +236,8 @@ class OutputCommitter:
         self._remove(unlisted)
 
     def mark_success(self) -> None:
+        # The overwrite (if any) is complete: a later --overwrite must redo everything.
+        self._remove([self.path(OVERWRITE)])
         put(self.fs, self.path("_SUCCESS"), b"")
         self.lease.release()
 

@@ -17,6 +17,7 @@ import posixpath
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from enrich.manifests import read_manifests
 from enrich.storage import filesystem, join
 from enrich.write import ShardManifest, arrow_fs
 
@@ -24,12 +25,7 @@ from enrich.write import ShardManifest, arrow_fs
 def manifests(output: str, s3_endpoint: str | None = None) -> list[ShardManifest]:
     """The committed shards of one task's output folder (one listing, one concurrent read)."""
     fs, root = filesystem(output, s3_endpoint)
-    try:
-        names = [p for p in fs.ls(join(root, "_manifests"), detail=False, refresh=True) if p.endswith(".json")]
-    except FileNotFoundError:
-        names = []
-    found = fs.cat(names) if names else {}
-    return [ShardManifest.model_validate_json(found[n]) for n in sorted(found)]
+    return read_manifests(fs, root)
 
 
 def tasks(output: str, s3_endpoint: str | None = None) -> list[str]:
