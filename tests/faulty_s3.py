@@ -87,6 +87,22 @@ def every(n: int, kinds: Sequence[str] = ("503", "500", "reset"), first: int | N
     return plan
 
 
+def burst(match: str, n: int | None, kind: str = "503", method: str | None = None) -> Plan:
+    """Fail the first `n` requests (all of them when n is None) whose `bucket/key` contains
+    `match` (and whose method is `method`, when given), consecutively: more faults in a row
+    than one retry layer absorbs."""
+    _check_kinds([kind])
+    seen = [0]
+
+    def plan(request: Request) -> str | None:
+        if match not in request.resource or (method is not None and request.method != method):
+            return None
+        seen[0] += 1
+        return kind if n is None or seen[0] <= n else None
+
+    return plan
+
+
 def deny(prefix: str) -> Plan:
     """A permanent 403 AccessDenied for every request on `bucket/key...` under `prefix`."""
 

@@ -14,6 +14,7 @@ from enrich.config import JobConfig
 from enrich.prepare import prepare_batch
 from enrich.read import BAD_FILE, InputError, discover_shards, read_shard
 from enrich.write import Lineage
+from tests.commit_fixtures import deliver
 
 LINEAGE = Lineage("m", None, None, "address", "2", "fp")
 
@@ -47,8 +48,8 @@ def test_committer_drops_a_skipped_file_and_lists_it(tmp_path: Path) -> None:
     committer = OutputCommitter(cfg, LINEAGE, ["province"])
     committer.plan(shards)
     for shard in shards:
-        for chunk in read_shard(shard, cfg):
-            committer.add(_finished(chunk))
+        for n, chunk in enumerate(read_shard(shard, cfg)):
+            deliver(committer, _finished(chunk), f"w{n}")
     committer.finish()
     assert list(committer.bad_files) == [shards[0].url]
     assert "no column 'text'" in committer.bad_files[shards[0].url]

@@ -1,23 +1,31 @@
-"""Unit tests for enrich.commit.OutputCommitter, driven with synthetic finished batches."""
+"""Unit tests for enrich.commit.OutputCommitter: worker-written attempts, the driver's ledger,
+one manifest write per shard. Driven with synthetic finished rows on the local filesystem."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from enrich import columns as C
-from enrich.commit import OutputCommitter, OutputExistsError
+from enrich.commit import IncompleteShardsError, OutputCommitter, OutputExistsError
 from enrich.config import JobConfig
+from enrich.lease import OutputLockedError
+from enrich.output import read_output
 from enrich.read import ShardInfo
 from enrich.write import Lineage
-from tests.helpers import ADDRESS_FIELDS, stage_columns
+from tests.commit_fixtures import counter_ids, deliver, finished, marker, write
+from tests.helpers import ADDRESS_FIELDS
 
 LINEAGE = Lineage("unused", None, None, "address", "1", "fp-one")
+_DRIVERS = itertools.count()  # each committer its own run id
 
 
 def make_cfg(tmp_path: Path, out: str = "out", **extra: Any) -> JobConfig:
@@ -32,41 +40,9 @@ def make_shard(tmp_path: Path, name: str, version: str = "v1") -> ShardInfo:
 
 
 def committer(tmp_path: Path, lineage: Lineage = LINEAGE, **extra: Any) -> OutputCommitter:
-    return OutputCommitter(make_cfg(tmp_path, **extra), lineage, list(ADDRESS_FIELDS))
-
-
-def finished(
-    shard: ShardInfo,
-    indexes: list[int],
-    total: int,
-    rejects: dict[int, str] | None = None,
-    zips: list[Any] | None = None,
-) -> pa.Table:
-    """Rows as validate_batch outputs them: input + working + the six address columns.
-
-    `total` is stamped in SHARD_ROWS when the batch holds the shard's last row (as the reader
-    does for its last chunk); `rejects` maps row index -> reason.
-    """
-    rejects = rejects or {}
-    n = len(indexes)
-    bad = [i in rejects for i in indexes]
-    last = total if total - 1 in indexes else -1
-    cols: dict[str, pa.Array] = {
-        "order_id": pa.array([f"{shard.url[-7:]}#{i}" for i in indexes], pa.string()),
-        "text": pa.array([f"地址{i}" for i in indexes], pa.string()),
-    }
-    if zips is not None:
-        cols["zip"] = pa.array(zips)
-    cols |= {
-        C.ROW_ID: pa.array([f"{shard.shard_id}-{i}" for i in indexes], pa.string()),
-        C.SOURCE_FILE: pa.array([shard.url] * n, pa.string()),
-        C.ROW_INDEX: pa.array(indexes, pa.int64()),
-        C.SHARD_ROWS: pa.array([last] * n, pa.int64()),
-        C.TEXT: pa.array([f"地址{i}" for i in indexes], pa.string()),
-        C.REASON: pa.array([rejects.get(i) for i in indexes], pa.string()),
-        C.MESSAGE: pa.array([f"why {i}" if b else None for i, b in zip(indexes, bad)], pa.string()),
-    }
-    return pa.table(cols | stage_columns(indexes, bad))
+    ttl = extra.pop("lease_ttl", 0.0)  # tests run many drivers one after another in one process
+    return OutputCommitter(make_cfg(tmp_path, **extra), lineage, list(ADDRESS_FIELDS), lease_ttl=ttl,
+                           ids=counter_ids(f"d{next(_DRIVERS)}-"))
 
 
 def files_under(root: Path) -> list[str]:
@@ -79,96 +55,63 @@ def manifest(root: Path, shard: ShardInfo) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- layout
 def test_commit_layout_manifests_and_schemas(tmp_path: Path) -> None:
-    """Two shards: enriched, rejects and manifest files at their documented names and schemas."""
+    """Two shards: attempt files and manifests at their documented names and schemas."""
     a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
     oc = committer(tmp_path)
     assert oc.plan([a, b]) == [a, b]
-    oc.add(finished(a, [0, 1, 2, 3, 4], 5, rejects={1: "invalid_json", 3: "domain_check"}))
-    oc.add(finished(b, [0, 1, 2], 3))
+    deliver(oc, finished(a, [0, 1, 2, 3, 4], 5, rejects={1: "invalid_json", 3: "domain_check"}), "w1")
+    deliver(oc, finished(b, [0, 1, 2], 3), "w2")
     oc.finish()
+    oc.mark_success()
     out = tmp_path / "out"
     sa, sb = a.shard_id, b.shard_id
-
-    assert files_under(out) == sorted(
-        [
-            f"part-{sa}-0.parquet", f"part-{sb}-0.parquet",
-            f"_rejects/part-{sa}-0.parquet", f"_rejects/part-{sb}-0.parquet",
-            f"_manifests/{sa}.json", f"_manifests/{sb}.json",
-        ]
-    )
+    assert files_under(out) == sorted([
+        f"part-{sa}-w1.parquet", f"part-{sb}-w2.parquet", f"_rejects/part-{sa}-w1.parquet",
+        f"_manifests/{sa}.json", f"_manifests/{sb}.json", "_SUCCESS",
+    ])  # no staging, no lease left, no tmp files
     ma = manifest(out, a)
-    assert ma == {
+    assert {k: ma[k] for k in ("shard_id", "source", "size", "version", "fingerprint", "rows_in", "rows_ok",
+                                "rows_rejected", "rejects_by_reason", "output_tokens", "files", "reject_files")} == {
         "shard_id": sa, "source": a.url, "size": 1000, "version": "v1", "fingerprint": "fp-one",
         "rows_in": 5, "rows_ok": 3, "rows_rejected": 2,
         "rejects_by_reason": {"domain_check": 1, "invalid_json": 1}, "output_tokens": 50,
-        "files": [f"part-{sa}-0.parquet"], "reject_files": [f"_rejects/part-{sa}-0.parquet"],
+        "files": [f"part-{sa}-w1.parquet"], "reject_files": [f"_rejects/part-{sa}-w1.parquet"],
     }
+    assert ma["file_rows"] == {f"part-{sa}-w1.parquet": 3, f"_rejects/part-{sa}-w1.parquet": 2}
+    assert ma["file_bytes"][f"part-{sa}-w1.parquet"] == (out / f"part-{sa}-w1.parquet").stat().st_size
+    assert ma["quality"]["rows_ok"] == 3 and ma["quality"]["rejects_by_reason"] == {"invalid_json": 1, "domain_check": 1}
+    assert ma["commit_id"] and ma["run_id"] == oc.run_id
     mb = manifest(out, b)
-    assert (mb["rows_in"], mb["rows_ok"], mb["rows_rejected"], mb["rejects_by_reason"]) == (3, 3, 0, {})
+    assert (mb["rows_in"], mb["rows_ok"], mb["rows_rejected"], mb["reject_files"]) == (3, 3, 0, [])
     assert [m.shard_id for m in oc.committed] == [sa, sb]
 
-    ok = pq.read_table(out / f"part-{sa}-0.parquet")
+    ok = pq.read_table(out / f"part-{sa}-w1.parquet")
     assert ok.column_names == ["order_id", "text", *ADDRESS_FIELDS, *C.LINEAGE_SCHEMA.names]
-    assert ok.schema.field("enrich_row_index").type == pa.int64()
     assert ok.column("enrich_row_index").to_pylist() == [0, 2, 4]
     assert ok.column("province").to_pylist() == ["province0", "province2", "province4"]
-    assert ok.column("enrich_source_file").to_pylist() == [a.url] * 3
     assert ok.column("enrich_row_id").to_pylist() == [f"{sa}-{i}" for i in (0, 2, 4)]
-    assert set(ok.column("enrich_fingerprint").to_pylist()) == {"fp-one"}
-    assert set(ok.column("enrich_task").to_pylist()) == {"address"}
-    assert set(ok.column("enrich_task_version").to_pylist()) == {"1"}
-    assert ok.column("enrich_model_revision").to_pylist() == [None] * 3
-
-    bad = pq.read_table(out / "_rejects" / f"part-{sa}-0.parquet")
+    bad = pq.read_table(out / "_rejects" / f"part-{sa}-w1.parquet")
     assert bad.schema.equals(C.REJECTS_SCHEMA)
     assert bad.column("row_index").to_pylist() == [1, 3]
     assert bad.column("reason").to_pylist() == ["invalid_json", "domain_check"]
-    assert bad.column("message").to_pylist() == ["why 1", "why 3"]
-    assert bad.column("raw_output").to_pylist() == ["raw1", "raw3"]
-    assert bad.column("input_text").to_pylist() == ["地址1", "地址3"]
-    assert bad.column("attempts").to_pylist() == [1, 1]
-    assert json.loads(bad.column("input_json")[0].as_py())["text"] == "地址1"
-
-    empty = pq.read_table(out / "_rejects" / f"part-{sb}-0.parquet")
-    assert empty.num_rows == 0 and empty.schema.equals(C.REJECTS_SCHEMA)
-
-
-def test_reject_input_json_holds_only_input_columns(tmp_path: Path) -> None:
-    """input_json is the input row (so rejects can be fed back), not the task's null outputs."""
-    a = make_shard(tmp_path, "a.jsonl")
-    oc = committer(tmp_path)
-    oc.plan([a])
-    oc.add(finished(a, [0, 1], 2, rejects={1: "invalid_json"}))
-    oc.finish()
-    bad = pq.read_table(tmp_path / "out" / "_rejects" / f"part-{a.shard_id}-0.parquet")
     assert json.loads(bad.column("input_json")[0].as_py()) == {"order_id": f"{a.url[-7:]}#1", "text": "地址1"}
+    # After _SUCCESS a plain dataset read of the folder sees exactly the committed rows.
+    assert pq.read_table(out).num_rows == 6
+    assert read_output(str(out)).count_rows() == 6 and read_output(str(out), rejects=True).count_rows() == 2
 
 
-def test_all_rows_rejected_shard(tmp_path: Path) -> None:
-    """A shard whose rows are all rejected has an empty enriched file (with the schema), a
-    manifest and its rejects."""
-    a = make_shard(tmp_path, "a.jsonl")
+def test_all_rejected_and_empty_shards(tmp_path: Path) -> None:
+    """All rows rejected: no enriched file; an empty shard commits on its end marker alone."""
+    a, e = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "e.jsonl")
     oc = committer(tmp_path)
-    oc.plan([a])
-    oc.add(finished(a, [0, 1], 2, rejects={0: "bad_input", 1: "bad_input"}))
-    oc.finish()
+    oc.plan([a, e])
+    deliver(oc, finished(a, [0, 1], 2, rejects={0: "bad_input", 1: "bad_input"}), "w1")
+    deliver(oc, marker(e, 0), "w2")
+    assert [m.shard_id for m in oc.committed] == [a.shard_id, e.shard_id]
     m = manifest(tmp_path / "out", a)
-    assert (m["rows_ok"], m["rows_rejected"], m["files"]) == (0, 2, [f"part-{a.shard_id}-0.parquet"])
-    empty = pq.read_table(tmp_path / "out" / m["files"][0])
-    assert empty.num_rows == 0 and "province" in empty.column_names and "enrich_fingerprint" in empty.column_names
-    assert pq.read_table(tmp_path / "out" / m["reject_files"][0]).num_rows == 2
-
-
-def test_empty_shard_commits_at_finish(tmp_path: Path) -> None:
-    """A shard that produced no rows (no last chunk) commits at finish with zero counts."""
-    a = make_shard(tmp_path, "a.jsonl")
-    oc = committer(tmp_path)
-    oc.plan([a])
-    oc.finish()
-    m = manifest(tmp_path / "out", a)
-    assert (m["rows_in"], m["rows_ok"], m["rows_rejected"]) == (0, 0, 0)
-    assert m["files"] == [] and m["reject_files"] == [f"_rejects/part-{a.shard_id}-0.parquet"]
-    assert pq.read_table(tmp_path / "out" / m["reject_files"][0]).schema.equals(C.REJECTS_SCHEMA)
+    assert (m["rows_ok"], m["rows_rejected"], m["files"], len(m["reject_files"])) == (0, 2, [], 1)
+    m = manifest(tmp_path / "out", e)
+    assert (m["rows_in"], m["rows_ok"], m["rows_rejected"], m["files"], m["reject_files"]) == (0, 0, 0, [], [])
 
 
 # ---------------------------------------------------------------- when a shard commits
@@ -178,238 +121,288 @@ def test_shard_commits_when_complete_before_finish(tmp_path: Path) -> None:
     oc = committer(tmp_path)
     oc.plan([a, b])
     manifests = tmp_path / "out" / "_manifests"
-
-    oc.add(finished(a, [3, 4], 5))  # the last chunk first: count known, rows missing
+    deliver(oc, finished(a, [3, 4], 5), "w1")  # the end marker first: count known, rows missing
     assert not (manifests / f"{a.shard_id}.json").exists()
-    assert a.shard_id in oc.open
-    # One batch mixing both shards; completes a but not b.
-    both = pa.concat_tables([finished(a, [0, 1, 2], 5), finished(b, [0], 3)])
-    oc.add(both)
-    assert (manifests / f"{a.shard_id}.json").exists()
-    assert a.shard_id not in oc.open and b.shard_id in oc.open
+    deliver(oc, pa.concat_tables([finished(a, [0, 1, 2]), finished(b, [0])]), "w2")  # completes a, not b
+    assert (manifests / f"{a.shard_id}.json").exists() and not (manifests / f"{b.shard_id}.json").exists()
     assert [m.shard_id for m in oc.committed] == [a.shard_id]
-    assert not (tmp_path / "out" / "_staging" / a.shard_id).exists()
-    assert (tmp_path / "out" / f"part-{a.shard_id}-0.parquet").exists()
-    assert not (manifests / f"{b.shard_id}.json").exists()
-
-    oc.add(finished(b, [1, 2], 3))
-    assert (manifests / f"{b.shard_id}.json").exists()
-    assert oc.open == {}
-    ok = pq.read_table(tmp_path / "out" / f"part-{a.shard_id}-0.parquet")
-    assert sorted(ok.column("enrich_row_index").to_pylist()) == [0, 1, 2, 3, 4]
+    deliver(oc, finished(b, [1, 2], 3), "w3")
+    assert oc.ledgers == {}
+    assert sorted(read_output(str(tmp_path / "out")).to_table().column("enrich_row_index").to_pylist()) == [0, 0, 1, 1, 2, 2, 3, 4]
 
 
-def test_no_commit_without_last_chunk(tmp_path: Path) -> None:
-    """Without the count from the last chunk a shard waits for finish, even with many rows."""
-    a = make_shard(tmp_path, "a.jsonl")
-    oc = committer(tmp_path)
-    oc.plan([a])
-    oc.add(finished(a, [0, 1, 2], 99))
-    assert oc.committed == [] and a.shard_id in oc.open
-    oc.finish()
-    assert manifest(tmp_path / "out", a)["rows_in"] == 3
-
-
-def test_row_arriving_twice_is_written_once(tmp_path: Path) -> None:
-    """A batch re-run after an engine died repeats rows: the sink keeps the first copy."""
+def test_short_shard_is_not_committed(tmp_path: Path) -> None:
+    """The right behaviour for what used to commit: rows without the shard's end count, or
+    fewer rows than the count, never commit; finish fails naming the shard."""
     a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
     oc = committer(tmp_path)
     oc.plan([a, b])
-    oc.add(finished(a, [0, 1, 2], -1))
-    oc.add(finished(a, [2, 3, 4], 5))  # row 2 again, then the last chunk
-    assert manifest(tmp_path / "out", a)["rows_in"] == 5
-    assert manifest(tmp_path / "out", a)["rows_ok"] + manifest(tmp_path / "out", a)["rows_rejected"] == 5
-    oc.add(finished(b, [0, 1, 1, 2], 3))  # a repeat inside one batch
-    assert manifest(tmp_path / "out", b)["rows_in"] == 3
-    assert oc.duplicates_dropped == 2
-
-
-def test_missing_rows_fail_the_commit(tmp_path: Path) -> None:
-    """A shard whose announced count is not reached by the end of the stream does not commit."""
-    a = make_shard(tmp_path, "a.jsonl")
-    oc = committer(tmp_path)
-    oc.plan([a])
-    oc.add(finished(a, [0, 4], 5))
-    with pytest.raises(RuntimeError, match="read 5 rows but wrote 2 ok"):
+    deliver(oc, finished(a, [0, 1, 2]), "w1")  # no end marker
+    deliver(oc, finished(b, [0, 4], 5), "w2")  # count 5, rows 1-3 never arrive
+    with pytest.raises(IncompleteShardsError) as info:
         oc.finish()
-    assert not (tmp_path / "out" / "_manifests" / f"{a.shard_id}.json").exists()
+    message = str(info.value)
+    assert a.url in message and "unknown" in message and b.url in message and "(1, 4)" in message
+    assert not (tmp_path / "out" / "_manifests").exists()
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_duplicates_are_trash_and_late_duplicates_dropped(tmp_path: Path) -> None:
+    """A re-run batch (same rows, new attempt files) is dropped and its files deleted; a late
+    duplicate for an already committed shard is dropped too, never an error."""
+    a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
+    oc = committer(tmp_path)
+    oc.plan([a, b])
+    deliver(oc, finished(a, [0, 1, 2]), "w1")
+    deliver(oc, finished(a, [0, 1, 2]), "w1-again")  # Ray re-ran the batch
+    deliver(oc, finished(b, [0, 1, 1, 2], 3), "w2")  # a repeat inside one batch: written once
+    deliver(oc, finished(a, [3, 4], 5), "w3")
+    deliver(oc, finished(a, [3, 4], 5), "w3-late")  # after a committed
+    assert oc.duplicates_dropped == 1 and oc.late_dropped == 1
+    oc.finish()
+    out = tmp_path / "out"
+    assert manifest(out, a)["files"] == [f"part-{a.shard_id}-w1.parquet", f"part-{a.shard_id}-w3.parquet"]
+    assert manifest(out, b)["rows_in"] == 3 and manifest(out, b)["rows_ok"] == 3
+    assert not [f for f in files_under(out) if "again" in f or "late" in f]  # trash removed
+
+
+def test_partial_overlap_is_resolved_without_doubling(tmp_path: Path) -> None:
+    """A retry bundled differently crosses earlier deliveries: a delivery covering whole
+    earlier ones replaces them; a crossing one is held as a spare and never listed."""
+    a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
+    oc = committer(tmp_path)
+    oc.plan([a, b])
+    deliver(oc, finished(a, [0, 1]), "a1")
+    deliver(oc, finished(a, [0, 1, 2, 3]), "a2")  # covers a1 whole: replaces it
+    deliver(oc, finished(a, [3, 4, 5], 6), "a3")  # crosses a2 at 3: a spare
+    assert a.shard_id in oc.ledgers and oc.ledgers[a.shard_id].spares
+    deliver(oc, finished(a, [4, 5], 6), "a4")  # completes a without the spare
+    m = manifest(tmp_path / "out", a)
+    assert m["files"] == [f"part-{a.shard_id}-a2.parquet", f"part-{a.shard_id}-a4.parquet"]
+    # A shard that only a crossing delivery could complete stays uncommitted: the run fails.
+    deliver(oc, finished(b, [0, 1]), "b1")
+    deliver(oc, finished(b, [1, 2], 3), "b2")
+    with pytest.raises(IncompleteShardsError, match="b.jsonl"):
+        oc.finish()
+    rows = read_output(str(tmp_path / "out")).to_table().column("enrich_row_index").to_pylist()
+    assert sorted(rows) == [0, 1, 2, 3, 4, 5]  # only a, each row once
 
 
 def test_rows_from_unknown_shard_raise(tmp_path: Path) -> None:
-    """Rows whose source is not an open shard of this run are refused."""
-    a = make_shard(tmp_path, "a.jsonl")
     oc = committer(tmp_path)
-    oc.plan([a])
+    oc.plan([make_shard(tmp_path, "a.jsonl")])
     with pytest.raises(RuntimeError, match="not an open shard"):
-        oc.add(finished(make_shard(tmp_path, "zzz.jsonl"), [0], 1))
+        deliver(oc, finished(make_shard(tmp_path, "zzz.jsonl"), [0], 1), "w")
 
 
-# ---------------------------------------------------------------- resume and fingerprints
-def _run_once(tmp_path: Path, shards: list[ShardInfo], lineage: Lineage = LINEAGE, **extra: Any) -> OutputCommitter:
+# ---------------------------------------------------------------- resume, fingerprints, overwrite
+def _run_once(tmp_path: Path, shards: list[ShardInfo], lineage: Lineage = LINEAGE, tag: str = "x",
+              **extra: Any) -> OutputCommitter:
     oc = committer(tmp_path, lineage, **extra)
     for shard in oc.plan(shards):
-        oc.add(finished(shard, [0, 1], 2))
+        deliver(oc, finished(shard, [0, 1], 2), f"{tag}{shard.url[-7]}")
     oc.finish()
     oc.mark_success()
     return oc
 
 
 def test_plan_skips_committed_shards(tmp_path: Path) -> None:
-    """Same fingerprint and input version: committed shards are skipped, others run."""
     a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
     _run_once(tmp_path, [a])
     assert (tmp_path / "out" / "_SUCCESS").exists()
-
     again = committer(tmp_path)
     assert again.plan([a, b]) == [b]
     assert [m.shard_id for m in again.skipped] == [a.shard_id]
-    assert list(again.open) == [b.shard_id]
     assert not (tmp_path / "out" / "_SUCCESS").exists()  # the output is incomplete again
-
-    third = committer(tmp_path)
     changed = make_shard(tmp_path, "a.jsonl", version="v2")
-    assert third.plan([changed]) == [changed]  # the input changed: redo it
+    assert committer(tmp_path).plan([changed]) == [changed]  # the input changed: redo it
 
 
 def test_plan_everything_done_keeps_success(tmp_path: Path) -> None:
-    """A rerun with nothing to do leaves _SUCCESS in place."""
     a = make_shard(tmp_path, "a.jsonl")
     _run_once(tmp_path, [a])
     again = committer(tmp_path)
     assert again.plan([a]) == []
+    again.finish()
     assert (tmp_path / "out" / "_SUCCESS").exists()
 
 
 def test_other_fingerprint_needs_overwrite(tmp_path: Path) -> None:
-    """A committed shard of another fingerprint raises OutputExistsError unless overwrite."""
     a = make_shard(tmp_path, "a.jsonl")
     _run_once(tmp_path, [a])
     other = Lineage("unused", None, None, "address", "1", "fp-two")
     with pytest.raises(OutputExistsError, match="fp-one") as info:
         committer(tmp_path, other).plan([a])
     assert "--overwrite" in str(info.value) and "fp-two" in str(info.value)
-
-    oc = _run_once(tmp_path, [a], other, overwrite=True)
+    oc = _run_once(tmp_path, [a], other, tag="y", overwrite=True)
     assert [m.shard_id for m in oc.committed] == [a.shard_id]
     assert manifest(tmp_path / "out", a)["fingerprint"] == "fp-two"
-    assert files_under(tmp_path / "out").count(f"part-{a.shard_id}-0.parquet") == 1
+    assert [f for f in files_under(tmp_path / "out") if f.startswith("part-")] == [f"part-{a.shard_id}-ya.parquet"]
 
 
-def test_overwrite_redoes_same_fingerprint(tmp_path: Path) -> None:
-    """overwrite=True reprocesses even shards committed with this fingerprint."""
-    a = make_shard(tmp_path, "a.jsonl")
-    _run_once(tmp_path, [a])
-    assert committer(tmp_path, overwrite=True).plan([a]) == [a]
-
-
-# ---------------------------------------------------------------- staging and leftovers
-def test_stale_parts_removed_at_commit(tmp_path: Path) -> None:
-    """Leftovers of an interrupted commit of the same shard are removed; other shards' kept."""
+def test_overwrite_keeps_old_files_until_the_new_manifest_lands(tmp_path: Path) -> None:
+    """The old data is deleted only after the replacing manifest is written: an overwrite
+    stopped before its commit leaves the old shard whole (old manifest, old files)."""
     a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
-    out = tmp_path / "out"
-    (out / "_rejects").mkdir(parents=True)
-    stale = [out / f"part-{a.shard_id}-7.parquet", out / "_rejects" / f"part-{a.shard_id}-3.parquet"]
-    for path in stale:
-        pq.write_table(pa.table({"x": [1]}), path)
-    foreign = out / f"part-{b.shard_id}-0.parquet"
-    pq.write_table(pa.table({"x": [1]}), foreign)
+    _run_once(tmp_path, [a, b])
+    before = {s.shard_id: manifest(tmp_path / "out", s) for s in (a, b)}
+    oc = committer(tmp_path, overwrite=True)
+    assert oc.plan([a, b]) == [a, b]
+    deliver(oc, finished(a, [0, 1], 2), "new-a")  # a is replaced; b is not reached ("killed")
+    assert manifest(tmp_path / "out", a)["files"] == [f"part-{a.shard_id}-new-a.parquet"]
+    assert not (tmp_path / "out" / f"part-{a.shard_id}-xa.parquet").exists()
+    assert manifest(tmp_path / "out", b) == before[b.shard_id]
+    assert (tmp_path / "out" / f"part-{b.shard_id}-xb.parquet").exists()
+    assert read_output(str(tmp_path / "out")).count_rows() == 4
 
+
+def test_unlisted_part_files_removed_at_finish(tmp_path: Path) -> None:
+    """Files of a crashed attempt (no manifest lists them) are deleted by the next finish;
+    files another shard's manifest lists are kept."""
+    a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
+    _run_once(tmp_path, [b])
     oc = committer(tmp_path)
     oc.plan([a])
-    oc.add(finished(a, [0, 1], 2))
-    assert all(not p.exists() for p in stale)
-    assert foreign.exists()
-    assert (out / f"part-{a.shard_id}-0.parquet").exists()
-    assert manifest(out, a)["files"] == [f"part-{a.shard_id}-0.parquet"]
-
-
-def test_staging_removed_after_finish(tmp_path: Path) -> None:
-    """_staging holds work in progress during the run and is gone after finish."""
-    a = make_shard(tmp_path, "a.jsonl")
-    staging = tmp_path / "out" / "_staging"
-    staging.mkdir(parents=True)
-    (staging / "old-leftover").write_text("x", encoding="utf-8")
-    oc = committer(tmp_path)
-    oc.plan([a])
-    oc.add(finished(a, [0], 3))
-    assert (staging / a.shard_id).is_dir()
-    oc.add(finished(a, [1, 2], 3))
+    write(oc, finished(a, [0, 1, 2]), "crashed")  # written, never delivered
+    deliver(oc, finished(a, [0, 1], 2), "w")
+    assert (tmp_path / "out" / f"part-{a.shard_id}-crashed.parquet").exists()
     oc.finish()
-    assert not staging.exists()
-    assert "_staging" not in " ".join(files_under(tmp_path / "out"))
+    parts = [f for f in files_under(tmp_path / "out") if "part-" in f]
+    assert parts == sorted([f"part-{a.shard_id}-w.parquet", f"part-{b.shard_id}-xb.parquet"])
 
 
 def test_output_under_a_staging_named_folder(tmp_path: Path) -> None:
-    """An output prefix that itself lies under a folder named _staging still publishes correctly."""
     a = make_shard(tmp_path, "a.jsonl")
     oc = committer(tmp_path, out="_staging/out")
     oc.plan([a])
-    oc.add(finished(a, [0, 1], 2))
+    deliver(oc, finished(a, [0, 1], 2), "w")
     oc.finish()
-    out = tmp_path / "_staging" / "out"
-    m = manifest(out, a)
-    assert m["files"] == [f"part-{a.shard_id}-0.parquet"]
-    assert pq.read_table(out / m["files"][0]).num_rows == 2
+    m = manifest(tmp_path / "_staging" / "out", a)
+    assert pq.read_table(tmp_path / "_staging" / "out" / m["files"][0]).num_rows == 2
 
 
-# ---------------------------------------------------------------- row groups and files
-def test_small_row_groups_one_file(tmp_path: Path) -> None:
-    """A small row_group_rows gives several row groups, still one file per shard."""
+def test_type_drift_between_batches_keeps_every_value(tmp_path: Path) -> None:
+    """An input column int in one batch and string in a later one: each attempt file keeps
+    its own type, no row lost (the input reader decides one schema per run upstream)."""
     a = make_shard(tmp_path, "a.jsonl")
-    oc = committer(tmp_path, row_group_rows=3)
+    oc = committer(tmp_path)
     oc.plan([a])
-    for start in range(0, 10, 2):
-        oc.add(finished(a, [start, start + 1], 10, rejects={7: "invalid_json"}))
-    oc.finish()
+    deliver(oc, finished(a, [0, 1], zips=[310000, 310001]), "w1")
+    deliver(oc, finished(a, [2, 3], 4, zips=["31000X", "abc"]), "w2")
     m = manifest(tmp_path / "out", a)
-    assert m["files"] == [f"part-{a.shard_id}-0.parquet"]
-    parquet = pq.ParquetFile(tmp_path / "out" / m["files"][0])
-    assert parquet.num_row_groups >= 3
-    assert parquet.metadata.num_rows == 9
-    rows = parquet.read().column("enrich_row_index").to_pylist()
-    assert rows == [i for i in range(10) if i != 7]
-
-
-def test_type_drift_rolls_to_second_file(tmp_path: Path) -> None:
-    """An input column int in one batch and string in a later one: a second file, no row lost."""
-    a = make_shard(tmp_path, "a.jsonl")
-    oc = committer(tmp_path, row_group_rows=2)
-    oc.plan([a])
-    oc.add(finished(a, [0, 1], 4, zips=[310000, 310001]))
-    oc.add(finished(a, [2, 3], 4, zips=["31000X", "abc"]))
-    oc.finish()
-    out = tmp_path / "out"
-    m = manifest(out, a)
-    assert m["files"] == [f"part-{a.shard_id}-0.parquet", f"part-{a.shard_id}-1.parquet"]
-    first, second = (pq.read_table(out / f) for f in m["files"])
-    assert first.schema.field("zip").type == pa.int64()
-    assert second.schema.field("zip").type == pa.string()
+    first, second = (pq.read_table(tmp_path / "out" / f) for f in m["files"])
     assert first.column("zip").to_pylist() == [310000, 310001]
     assert second.column("zip").to_pylist() == ["31000X", "abc"]
-    assert m["rows_ok"] == 4 and first.num_rows + second.num_rows == 4
 
 
-def test_compatible_later_batch_stays_in_one_file(tmp_path: Path) -> None:
-    """A later batch missing an input column (null-filled) or castable keeps the same file."""
+# ---------------------------------------------------------------- one writer per output
+def test_second_driver_is_refused_and_a_stale_lease_taken_over(tmp_path: Path) -> None:
     a = make_shard(tmp_path, "a.jsonl")
-    oc = committer(tmp_path, row_group_rows=2)
-    oc.plan([a])
-    oc.add(finished(a, [0, 1], 4, zips=["x", "y"]))
-    oc.add(finished(a, [2, 3], 4))
-    oc.finish()
-    m = manifest(tmp_path / "out", a)
-    assert len(m["files"]) == 1
-    assert pq.read_table(tmp_path / "out" / m["files"][0]).column("zip").to_pylist() == ["x", "y", None, None]
+    first = committer(tmp_path, lease_ttl=600.0)
+    first.plan([a])
+    with pytest.raises(OutputLockedError, match="being written by run") as info:
+        committer(tmp_path, lease_ttl=600.0).plan([a])
+    assert first.run_id in str(info.value) and "_lease.json" in str(info.value)
+    lease = json.loads((tmp_path / "out" / "_lease.json").read_text())
+    lease["expires"] = 0  # the first driver died long ago
+    (tmp_path / "out" / "_lease.json").write_text(json.dumps(lease))
+    second = committer(tmp_path, lease_ttl=600.0)
+    assert second.plan([a]) == [a]
+    assert json.loads((tmp_path / "out" / "_lease.json").read_text())["run_id"] == second.run_id
 
 
-def test_type_drift_within_one_row_group(tmp_path: Path) -> None:
-    """Drifting batches buffered into the same row group still land, all rows kept."""
+def test_manifest_write_with_a_lost_response_is_recognised(tmp_path: Path) -> None:
+    """The PUT landed but its answer was lost (an OSError after the write): the committer
+    re-reads, finds its commit id, and carries on (Iceberg's pattern); no duplicate, no error."""
+
+    class LostResponse(fsspec.implementations.memory.MemoryFileSystem):
+        protocol = "lossy"
+        cachable = False
+        lost = 0
+
+        def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kw: Any) -> None:
+            super().pipe_file(path, value, mode=mode, **kw)
+            if "_manifests" in path and not self.lost:
+                self.lost += 1
+                raise OSError("connection reset after the request was sent")
+
+    fs = LostResponse(skip_instance_cache=True)
+    fs.store, fs.pseudo_dirs = {}, [""]
     a = make_shard(tmp_path, "a.jsonl")
-    oc = committer(tmp_path)  # default row_group_rows: both batches are buffered together
+    oc = OutputCommitter(make_cfg(tmp_path), LINEAGE, list(ADDRESS_FIELDS), storage=(fs, "/out"))
     oc.plan([a])
-    oc.add(finished(a, [0, 1], 4, zips=[310000, 310001]))
-    oc.add(finished(a, [2, 3], 4, zips=["31000X", "abc"]))
-    oc.finish()
-    m = manifest(tmp_path / "out", a)
-    assert m["rows_ok"] == 4
-    assert sum(pq.read_table(tmp_path / "out" / f).num_rows for f in m["files"]) == 4
+    deliver(oc, finished(a, [0, 1], 2), "w")
+    assert fs.lost == 1 and [m.shard_id for m in oc.committed] == [a.shard_id]
+    assert json.loads(fs.cat_file(f"/out/_manifests/{a.shard_id}.json"))["commit_id"] == oc.committed[0].commit_id
+
+
+def test_model_digest_changes_when_the_model_is_replaced(tmp_path: Path) -> None:
+    from enrich.model_digest import model_digest
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.safetensors").write_bytes(b"a" * 100)
+    first = model_digest(str(model))
+    assert first and model_digest(str(model)) == first
+    (model / "weights.safetensors").write_bytes(b"b" * 100)  # same size, new content
+    os.utime(model / "weights.safetensors", ns=(1, 10**18))
+    assert model_digest(str(model)) != first
+    assert model_digest("Qwen/Qwen3-0.6B") is None  # a hub id: its revision pins it instead
+
+
+def test_a_dead_drivers_lease_on_this_host_is_taken_over(tmp_path: Path) -> None:
+    """A killed driver's lease (same host, its pid gone) does not block the rerun."""
+    import socket
+    import subprocess
+
+    a = make_shard(tmp_path, "a.jsonl")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "_lease.json").write_text(json.dumps(
+        {"run_id": "killed", "host": socket.gethostname(), "pid": dead.pid, "expires": 4e9}))
+    oc = committer(tmp_path, lease_ttl=600.0)
+    assert oc.plan([a]) == [a]
+    other_host = {"run_id": "remote", "host": "elsewhere", "pid": 1, "expires": 4e9}
+    (tmp_path / "out" / "_lease.json").write_text(json.dumps(other_host))
+    with pytest.raises(OutputLockedError, match="remote"):
+        committer(tmp_path, lease_ttl=600.0).plan([a])
+
+
+def test_read_output_of_a_multi_task_root_and_orphans(tmp_path: Path) -> None:
+    """read_output reads exactly the manifest-listed files: an orphan part file is ignored;
+    a multi-task root needs task= and names its tasks."""
+    a = make_shard(tmp_path, "a.jsonl")
+    for label in ("address", "keywords"):
+        oc = committer(tmp_path, out=f"out/{label}")
+        oc.plan([a])
+        deliver(oc, finished(a, [0, 1, 2], 3, rejects={2: "truncated"}), f"w-{label}")
+        oc.finish()
+        oc.mark_success()
+    orphan = tmp_path / "out" / "address" / f"part-{a.shard_id}-orphan.parquet"
+    pq.write_table(pq.read_table(tmp_path / "out" / "address" / f"part-{a.shard_id}-w-address.parquet"), orphan)
+    with pytest.raises(ValueError, match="address, keywords"):
+        read_output(str(tmp_path / "out"))
+    assert read_output(str(tmp_path / "out"), task="address").count_rows() == 2  # not 4
+    assert read_output(str(tmp_path / "out"), task="keywords", rejects=True).count_rows() == 1
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        read_output(str(tmp_path / "nothing-here"))
+
+
+def test_an_interrupted_overwrite_resumes_and_a_new_one_redoes_everything(tmp_path: Path) -> None:
+    """--overwrite killed after replacing a: rerun with --overwrite keeps a's new commit and
+    redoes only b; once it succeeded, a fresh --overwrite redoes both again."""
+    a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
+    other = Lineage("unused", None, None, "address", "1", "fp-two")
+    _run_once(tmp_path, [a, b])
+    killed = committer(tmp_path, other, overwrite=True)
+    assert killed.plan([a, b]) == [a, b]
+    deliver(killed, finished(a, [0, 1], 2), "k-a")  # a replaced, then the driver died
+    resumed = committer(tmp_path, other, overwrite=True)
+    assert resumed.plan([a, b]) == [b] and [m.shard_id for m in resumed.skipped] == [a.shard_id]
+    deliver(resumed, finished(b, [0, 1], 2), "r-b")
+    resumed.finish()
+    resumed.mark_success()
+    assert not (tmp_path / "out" / "_overwrite.json").exists()
+    assert {manifest(tmp_path / "out", s)["fingerprint"] for s in (a, b)} == {"fp-two"}
+    assert committer(tmp_path, other, overwrite=True).plan([a, b]) == [a, b]

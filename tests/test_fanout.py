@@ -11,8 +11,6 @@ import pytest
 from enrich import columns as C
 from enrich.config import JobConfig
 from enrich.fanout import prepare_tasks, split_by_task, validate_tasks
-from enrich.pipeline import _own_columns, _task_output
-from enrich.read import discover_shards
 
 TEXTS = ["天津市河西区珠江道21号 张三 13800138000", "浙江省杭州市西湖区文三路 李四", ""]
 
@@ -86,17 +84,38 @@ def test_validate_splits_by_task_with_each_tasks_columns(tmp_path: Path, tiny_mo
     assert kw.column("keywords").to_pylist()[:2] == [["珠江道", "河西区"]] * 2
 
 
-def test_split_and_own_columns_route_a_mixed_batch(tmp_path: Path, tiny_model: Path) -> None:
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.jsonl").write_text('{"text": "x"}\n', encoding="utf-8")
+def test_an_input_column_named_like_another_tasks_output_survives(tmp_path: Path, tiny_model: Path) -> None:
+    """Issue 12 item 6: each task's rows are validated and written on their own (sink), so an
+    input column `keywords` stays in the address task's output with its input values; the
+    keywords task, whose own output it would shadow, refuses with a clear error."""
+    import pyarrow.parquet as pq
+
+    from enrich.pipeline import write_targets
+    from enrich.sink import descriptors, validate_and_write
+
     cfg = _cfg(tmp_path, tiny_model, ["address", "keywords"])
-    shards = discover_shards(cfg)
-    outputs = {label: _task_output(sub, shards) for label, sub in cfg.task_configs().items()}
-    mixed = pa.table({C.TASK: ["keywords", "address", "keywords"], "order_id": ["a", "b", "c"],
-                      "province": [None, "天津市", None], "keywords": [["k"], None, ["j"]]})
-    routed = {label: _own_columns(rows, label, outputs) for label, rows in split_by_task(mixed, list(outputs))}
-    assert routed["address"].column_names == [C.TASK, "order_id", "province"]
-    assert routed["keywords"].column("order_id").to_pylist() == ["a", "c"]
-    assert "province" not in routed["keywords"].column_names
+    configs = cfg.task_configs()
+    chunk = _chunk(["/in/a.jsonl"] * 3).append_column("keywords", pa.array(["in0", "in1", "in2"]))
+    chunk = chunk.append_column(C.ROW_INDEX, pa.array([0, 1, 2], pa.int64()))
+    chunk = chunk.append_column(C.SHARD_ROWS, pa.array([-1] * 3, pa.int64()))
+    address = {"province": "天津市", "city": "天津市", "district": "河西区", "specific_location": "珠江道21号",
+               "name": "张三", "phone": "13800138000"}
+    raw = {"address": json.dumps(address, ensure_ascii=False), "keywords": '{"keywords":["珠江道"]}'}
+    generated = _generated(prepare_tasks(chunk, configs), raw)
+    tasks = generated.column(C.TASK).to_pylist()
+    only = lambda label: generated.filter(pa.array([t == label for t in tasks]))  # noqa: E731
+    [d] = descriptors(validate_and_write(only("address"), configs, write_targets(cfg), "run1"))
+    assert d.task == "address" and d.ranges == [(0, 3)]
+    written = [pq.read_table(tmp_path / "out" / "address" / f.path) for f in d.files]
+    rejects = [pq.read_table(tmp_path / "out" / "address" / f.path) for f in d.reject_files]
+    values = [v for t in written for v in t.column("keywords").to_pylist()]
+    values += [json.loads(j)["keywords"] for t in rejects for j in t.column("input_json").to_pylist()]
+    assert sorted(values) == ["in0", "in1", "in2"]
+    with pytest.raises(ValueError, match="clash with the task's output columns"):
+        validate_and_write(only("keywords"), configs, write_targets(cfg), "run1")
+
+
+def test_split_by_task_needs_labels(tmp_path: Path) -> None:
+    mixed = pa.table({C.TASK: ["keywords", "address"], "order_id": ["a", "b"]})
     with pytest.raises(ValueError, match="no task label"):
         list(split_by_task(mixed.drop_columns([C.TASK]), ["address", "keywords"]))

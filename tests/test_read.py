@@ -13,7 +13,7 @@ import pytest
 
 from enrich import columns as C
 from enrich.config import JobConfig
-from enrich.read import InputError, ShardInfo, discover_shards, read_shard
+from enrich.read import SHARD_END, InputError, ShardInfo, discover_shards, read_shard
 
 
 def make_cfg(input_path: Path | str, tmp_path: Path, **extra: Any) -> JobConfig:
@@ -36,8 +36,13 @@ def shard_of(path: Path, fmt: str) -> ShardInfo:
 
 
 def read_all(path: Path, fmt: str, cfg: JobConfig) -> list[pa.Table]:
-    """Every chunk read_shard yields for `path`."""
-    return list(read_shard(shard_of(path, fmt), cfg))
+    """Every data chunk read_shard yields for `path`; checks the end-of-shard marker that
+    follows them (one row, reason SHARD_END, SHARD_ROWS = the shard's row count)."""
+    *chunks, end = list(read_shard(shard_of(path, fmt), cfg))
+    assert end.num_rows == 1 and end.column(C.REASON).to_pylist() == [SHARD_END]
+    assert end.column(C.SHARD_ROWS).to_pylist() == [sum(c.num_rows for c in chunks)]
+    assert end.column(C.ROW_INDEX).to_pylist() == [-1]
+    return chunks
 
 
 def concat(chunks: list[pa.Table]) -> pa.Table:
@@ -130,14 +135,14 @@ def test_discover_explicit_format_overrides_extension(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- JSONL
 def test_jsonl_chunking_lineage_and_shard_rows(tmp_path: Path) -> None:
-    """Chunks of read_chunk_rows; lineage per row; the row count only on the last chunk."""
+    """Chunks of read_chunk_rows; lineage per row; the row count on the end marker only."""
     f = write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": f"t{i}", "n": i} for i in range(7)])
     cfg = make_cfg(f, tmp_path, read_chunk_rows=3)
     shard = shard_of(f, "jsonl")
     chunks = read_all(f, "jsonl", cfg)
 
     assert [c.num_rows for c in chunks] == [3, 3, 1]
-    assert [c.column(C.SHARD_ROWS).to_pylist() for c in chunks] == [[-1] * 3, [-1] * 3, [7]]
+    assert [c.column(C.SHARD_ROWS).to_pylist() for c in chunks] == [[-1] * 3, [-1] * 3, [-1]]
     table = concat(chunks)
     assert table.column(C.ROW_INDEX).to_pylist() == list(range(7))
     assert table.column(C.ROW_ID).to_pylist() == [f"{shard.shard_id}-{i}" for i in range(7)]
@@ -153,22 +158,22 @@ def test_jsonl_chunking_lineage_and_shard_rows(tmp_path: Path) -> None:
 
 
 def test_jsonl_exact_multiple_of_chunk_rows(tmp_path: Path) -> None:
-    """When rows divide evenly into chunks, the last full chunk carries the count."""
+    """When rows divide evenly into chunks, the marker after them carries the count."""
     f = write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": f"t{i}"} for i in range(4)])
     chunks = read_all(f, "jsonl", make_cfg(f, tmp_path, read_chunk_rows=2))
-    assert [c.column(C.SHARD_ROWS).to_pylist() for c in chunks] == [[-1, -1], [4, 4]]
+    assert [c.column(C.SHARD_ROWS).to_pylist() for c in chunks] == [[-1, -1], [-1, -1]]
 
 
 def test_jsonl_single_chunk_carries_count(tmp_path: Path) -> None:
-    """A shard that fits in one chunk stamps its count on every row of that chunk."""
+    """A shard that fits in one chunk: one chunk, then the marker with its count (read_all)."""
     f = write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": "a"}, {"text": "b"}])
     chunks = read_all(f, "jsonl", make_cfg(f, tmp_path))
     assert len(chunks) == 1
-    assert chunks[0].column(C.SHARD_ROWS).to_pylist() == [2, 2]
+    assert chunks[0].column(C.SHARD_ROWS).to_pylist() == [-1, -1]
 
 
 def test_jsonl_empty_file_yields_nothing(tmp_path: Path) -> None:
-    """An empty (or blank-only) shard has no rows and so no chunks."""
+    """An empty (or blank-only) shard has no data chunks, only the marker announcing 0 rows."""
     f = tmp_path / "in" / "a.jsonl"
     f.parent.mkdir()
     f.write_text("\n  \n", encoding="utf-8")
@@ -184,7 +189,7 @@ def test_jsonl_blank_lines_skipped(tmp_path: Path) -> None:
     assert table.num_rows == 3
     assert table.column(C.ROW_INDEX).to_pylist() == [0, 1, 2]
     assert table.column(C.TEXT).to_pylist()[:2] == ["a", "b"]
-    assert table.column(C.SHARD_ROWS).to_pylist() == [3, 3, 3]
+    assert table.column(C.SHARD_ROWS).to_pylist() == [-1, -1, -1]
     # The third row is on physical line 6.
     assert table.column(C.MESSAGE).to_pylist()[2].startswith(f"{f}:6:")
 
@@ -209,7 +214,7 @@ def test_jsonl_bad_json_line(tmp_path: Path) -> None:
     assert table.column(C.ROW_ID).to_pylist() == ["A", f"{sid}-1", "C"]
     # Its input columns are null, not invented.
     assert table.column("text").to_pylist() == ["a", None, "c"]
-    assert table.column(C.SHARD_ROWS).to_pylist() == [3, 3, 3]
+    assert table.column(C.SHARD_ROWS).to_pylist() == [-1, -1, -1]
 
 
 def test_jsonl_truncated_line_column(tmp_path: Path) -> None:
@@ -231,7 +236,7 @@ def test_jsonl_all_lines_bad(tmp_path: Path) -> None:
     assert table.num_rows == 2
     assert table.column(C.REASON).to_pylist() == ["bad_input", "bad_input"]
     assert not [n for n in table.column_names if not n.startswith("_enrich_")]
-    assert table.column(C.SHARD_ROWS).to_pylist() == [2, 2]
+    assert table.column(C.SHARD_ROWS).to_pylist() == [-1, -1]
 
 
 def test_jsonl_invalid_utf8(tmp_path: Path) -> None:
@@ -391,8 +396,7 @@ def test_parquet_several_row_groups(tmp_path: Path) -> None:
     cfg = make_cfg(f, tmp_path, read_chunk_rows=3, id_column="oid")
     chunks = read_all(f, "parquet", cfg)
     assert [c.num_rows for c in chunks] == [3, 1, 3, 1, 2]
-    assert [c.column(C.SHARD_ROWS).to_pylist() for c in chunks][-1] == [n, n]
-    assert all(set(c.column(C.SHARD_ROWS).to_pylist()) == {-1} for c in chunks[:-1])
+    assert all(set(c.column(C.SHARD_ROWS).to_pylist()) == {-1} for c in chunks)  # n: on the marker
     table = concat(chunks)
     assert table.column(C.ROW_INDEX).to_pylist() == list(range(n))
     assert table.column("k").to_pylist() == list(range(n))

@@ -21,6 +21,7 @@ from enrich.eval.runner import (
 from enrich.report import write_run_report
 from enrich.summary import RunSummary
 from enrich.tasks.classify import MMLU_PRO_CATEGORIES
+from enrich.quality import QualityCounters
 from enrich.write import ShardManifest
 from tests.conftest import shared_file
 
@@ -60,6 +61,7 @@ def _shard(root: Path, sid: str, ok: pa.Table, bad: pa.Table, tokens: int) -> Sh
         rows_in=ok.num_rows + bad.num_rows, rows_ok=ok.num_rows, rows_rejected=bad.num_rows,
         rejects_by_reason=reasons, output_tokens=tokens, files=[f"part-{sid}-0.parquet"],
         reject_files=[f"_rejects/part-{sid}-0.parquet"],
+        quality=QualityCounters.of(ok, bad, ["province", "keywords"]),  # what the writer computes
     )
 
 
@@ -103,14 +105,13 @@ def test_run_report_numbers_and_plots(tmp_path: Path) -> None:
     assert q["truncation_rate"] == pytest.approx(2 / 11)
     assert q["empty_rows"] == {"province": 3, "keywords": 2}
     assert q["empty_rate"] == {"province": pytest.approx(3 / 7), "keywords": pytest.approx(2 / 7)}
-    assert q["reject_attempts"] == {"0": 1, "1": 1, "2": 2}
     assert q["rows_by_attempts"] == {"0": 1, "1": 6, "2": 4} and q["retried_rows"] == 4
     assert q["output_tokens"] == 330
     report = tmp_path / "_report"
     assert json.loads((report / "quality.json").read_text()) == json.loads(json.dumps(q))
     md = (report / "report.md").read_text(encoding="utf-8")
     for heading in ("# Run report: address v2", "## This run", "## Quality (whole output: 2 shards)",
-                    "### Empty output fields", "## Rejects by reason", "### Attempts of rejected rows", "## Shards",
+                    "### Empty output fields", "## Rejects by reason", "### Rows by attempts", "## Shards",
                     "## Throughput over time (this run)", "## Tokens per row"):
         assert heading in md
     for row in ("| 11 | 7 | 4 | OK |", "| truncated | 2 | 18.2% |", "| province | 3 | 42.9% |",
@@ -122,6 +123,17 @@ def test_run_report_numbers_and_plots(tmp_path: Path) -> None:
         check_png(report / name)
     # Parquet dataset readers of the output do not see the report.
     assert pq.read_table(tmp_path).num_rows == 7
+
+
+def test_run_report_never_reads_the_output(tmp_path: Path) -> None:
+    """The report comes from the manifests' counters alone: with the data files gone (as if
+    they were 1B rows the driver cannot hold), the numbers are the same."""
+    manifests = _output(tmp_path)
+    expected = write_run_report(FS, str(tmp_path), _summary(manifests), manifests, ["province", "keywords"])
+    for path in list(tmp_path.rglob("part-*.parquet")):
+        path.unlink()
+    again = write_run_report(FS, str(tmp_path / "again"), _summary(manifests), manifests, ["province", "keywords"])
+    assert again == expected and again["rows_by_attempts"] == {"0": 1, "1": 6, "2": 4}
 
 
 def test_run_report_empty_output_and_many_shards(tmp_path: Path) -> None:

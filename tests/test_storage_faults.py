@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 import pytest
 import s3fs
@@ -26,10 +27,11 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from enrich import columns as C
 from enrich import storage
 from enrich.commit import OutputCommitter
+from enrich.summary import build_summary
 from enrich.config import JobConfig
-from enrich.read import InputError, ShardInfo, discover_shards, read_shard
-from enrich.write import Lineage
-from tests.faulty_s3 import FaultyS3Proxy, deny, every
+from enrich.read import SHARD_END, InputError, ShardInfo, discover_shards, read_shard
+from enrich.write import Lineage, write_attempt
+from tests.faulty_s3 import FaultyS3Proxy, burst, deny, every
 from tests.helpers import ADDRESS_FIELDS, stage_columns
 
 LINEAGE = Lineage("unused", None, None, "address", "1", "fp-faults")
@@ -108,28 +110,28 @@ def finished(chunk: pa.Table) -> pa.Table:
     return chunk
 
 
-def run_through(inputs: Inputs, endpoint: str) -> tuple[list[ShardInfo], dict[str, list[pa.Table]]]:
-    """Discover, read every shard, commit every row, write the summary and _SUCCESS, all on
-    `endpoint` (the proxy), the way the driver does."""
-    cfg = inputs.cfg(endpoint)
+def run_through(inputs: Inputs, endpoint: str, **extra: Any) -> tuple[list[ShardInfo], dict[str, list[pa.Table]]]:
+    """Discover, read every shard, write each chunk as a worker would (attempt files), commit
+    from the descriptors, write the real summary and _SUCCESS, all on `endpoint` (the proxy)."""
+    cfg = inputs.cfg(endpoint, **extra)
+    started = time.time()
     shards = discover_shards(cfg)
     chunks = {s.url: list(read_shard(s, cfg)) for s in shards}
     oc = OutputCommitter(cfg, LINEAGE, list(ADDRESS_FIELDS))
     assert oc.plan(shards) == shards
+    fs, root = storage.filesystem(cfg.output, cfg.s3_endpoint)  # the workers' view of the output
     # Interleave the shards' chunks, as a stream of finished batches would.
     queues = [list(c) for c in chunks.values()]
+    n = 0
     while any(queues):
         for queue in queues:
             if queue:
-                oc.add(finished(queue.pop(0)))
+                rows = finished(queue.pop(0))
+                oc.add(write_attempt(fs, root, "address", rows, LINEAGE, list(ADDRESS_FIELDS), f"w{n}"))
+                n += 1
     oc.finish()
-    summary = {
-        "rows_in": sum(m.rows_in for m in oc.committed),
-        "rows_ok": sum(m.rows_ok for m in oc.committed),
-        "rows_rejected": sum(m.rows_rejected for m in oc.committed),
-        "shards_processed": len(oc.committed),
-    }
-    oc.write_text("_summary.json", json.dumps(summary, indent=2))
+    summary = build_summary(cfg, LINEAGE, oc, started, started)
+    oc.write_text("_summary.json", summary.model_dump_json(indent=2))
     oc.mark_success()
     return shards, chunks
 
@@ -143,12 +145,14 @@ def check_read(inputs: Inputs, shards: list[ShardInfo], chunks: dict[str, list[p
     assert [s.url for s in shards] == sorted(inputs.texts)
     for url, expected in inputs.texts.items():
         table = pa.concat_tables(chunks[url], promote_options="permissive")
+        assert chunks[url][-1].column(C.REASON).to_pylist() == [SHARD_END]  # the count, announced
+        table = table.filter(pa.compute.greater_equal(table.column(C.ROW_INDEX), 0))
         assert table.column(C.ROW_INDEX).to_pylist() == list(range(len(expected)))
         reasons = table.column(C.REASON).to_pylist()
         read = [None if r else t for t, r in zip(table.column(C.TEXT).to_pylist(), reasons)]
         assert read == expected  # None: the unparseable line, read as a bad_input row
         assert set(table.column(C.SOURCE_FILE).to_pylist()) == {url}
-        assert chunks[url][-1].column(C.SHARD_ROWS).to_pylist() == [len(expected)] * chunks[url][-1].num_rows
+        assert chunks[url][-1].column(C.SHARD_ROWS).to_pylist() == [len(expected)]
 
 
 def check_written(inputs: Inputs) -> None:
@@ -173,7 +177,8 @@ def check_written(inputs: Inputs) -> None:
         assert m["fingerprint"] == LINEAGE.fingerprint
         expected_files |= {f"{root}/_manifests/{m['shard_id']}.json"}
         expected_files |= {f"{root}/{f}" for f in m["files"] + m["reject_files"]}
-        ok = pa.concat_tables([pq.read_table(f"{root}/{f}", filesystem=afs) for f in m["files"]])
+        ok = pa.concat_tables([pq.read_table(f"{root}/{f}", filesystem=afs) for f in m["files"]],
+                              promote_options="permissive")
         bad = pa.concat_tables([pq.read_table(f"{root}/{f}", filesystem=afs) for f in m["reject_files"]])
         assert (ok.num_rows, bad.num_rows) == (m["rows_ok"], m["rows_rejected"])
         for index, text in zip(ok.column("enrich_row_index").to_pylist(), ok.column("text").to_pylist()):
@@ -184,14 +189,13 @@ def check_written(inputs: Inputs) -> None:
     every_row = [(url, i) for url, texts in inputs.texts.items() for i in range(len(texts))]
     assert sorted(keys) == sorted(every_row)  # each row once: none lost, none doubled
 
-    summary = json.loads(fs.cat_file(f"{root}/_summary.json"))
-    assert summary == {
-        "rows_in": len(every_row),
-        "rows_ok": sum(m["rows_ok"] for m in manifests.values()),
-        "rows_rejected": sum(m["rows_rejected"] for m in manifests.values()),
-        "shards_processed": 2,
-    }
-    assert set(fs.find(root)) == expected_files  # no staging, .tmp or duplicate parts left
+    summary = json.loads(fs.cat_file(f"{root}/_summary.json"))  # the real build_summary's record
+    rows_ok = sum(m["rows_ok"] for m in manifests.values())
+    assert (summary["rows_in"], summary["rows_ok"], summary["rows_rejected"]) == (
+        len(every_row), rows_ok, len(every_row) - rows_ok)
+    assert summary["invariant_ok"] is True and summary["shards_processed"] == 2
+    assert summary["output"] == f"s3://{inputs.out}/day"
+    assert set(fs.find(root)) == expected_files  # no lease, .tmp, orphan or duplicate parts left
 
 
 # ---------------------------------------------------------------- transient faults
@@ -260,3 +264,61 @@ def test_access_denied_on_read_names_path_and_cause(inputs: Inputs, name: str) -
     message = str(info.value)
     assert url in message, message
     assert CAUSE.search(message), message
+
+
+# ---------------------------------------------------------------- retry layers
+def _consecutive(proxy: FaultyS3Proxy, match: str) -> int:
+    """The longest run of requests in a row (by arrival) on one resource containing `match`."""
+    best, run, last = 0, 0, None
+    for _, method, resource, _ in proxy.log:
+        if match in resource and method == "PUT":
+            run = run + 1 if resource == last else 1
+            best, last = max(best, run), resource
+    return best
+
+
+def test_more_faults_in_a_row_than_s3fs_retries_ride_on_adaptive_retries(inputs: Inputs) -> None:
+    """7 consecutive 503s on the first output file: s3fs alone retries 5 times, so only
+    botocore's adaptive retries (enrich.storage.S3_RETRIES) get the object written."""
+    with FaultyS3Proxy(inputs.endpoint, burst("/part-", 7, "503", method="PUT")) as proxy:
+        fs, _ = storage.filesystem(f"s3://{inputs.out}", proxy.url)
+        assert fs.connect().meta.config.retries["mode"] == "adaptive"  # what production uses
+        shards, chunks = run_through(inputs, proxy.url)
+        assert proxy.faults["503"] == 7
+        assert _consecutive(proxy, "/part-") == 8 > s3fs.S3FileSystem.retries  # 7 refused + 1 written
+    check_read(inputs, shards, chunks)
+    check_written(inputs)
+
+
+def test_without_botocore_retries_the_same_faults_fail_naming_the_path(
+    inputs: Inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control: botocore's retries off, s3fs's 5 tries are exhausted; the run fails with
+    the object's s3:// path (not s3fs's bare "SlowDown") and commits nothing of that shard."""
+    monkeypatch.setattr(storage, "S3_RETRIES", {"total_max_attempts": 1, "mode": "standard"})
+    _clear_caches()
+    with FaultyS3Proxy(inputs.endpoint, burst("/part-", 7, "503", method="PUT")) as proxy:
+        with pytest.raises(OSError) as info:
+            run_through(inputs, proxy.url)
+        assert proxy.faults["503"] == s3fs.S3FileSystem.retries
+    message = str(info.value)
+    assert re.search(rf"cannot write s3://{inputs.out}/day/part-[0-9a-f]{{16}}-w0\.parquet", message), message
+    assert "SlowDown" in message or "reduce your request rate" in message, message
+
+
+def test_exhausted_retries_on_a_commit_fail_the_run_naming_the_manifest(
+    inputs: Inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest PUT that keeps failing (500 each time, botocore's attempts cut to 3 to keep
+    the test short): the commit re-reads, retries, then fails naming the manifest; the shard
+    has no manifest, so a rerun redoes it; nothing half-committed."""
+    monkeypatch.setattr(storage, "S3_RETRIES", {"total_max_attempts": 3, "mode": "adaptive"})
+    _clear_caches()
+    with FaultyS3Proxy(inputs.endpoint, burst("/_manifests/", None, "500", method="PUT")) as proxy:
+        with pytest.raises(OSError) as info:
+            run_through(inputs, proxy.url)
+        assert proxy.faults["500"] == 3 * 4  # botocore's 3 attempts x the committer's 4 tries
+    message = str(info.value)
+    assert re.search(rf"cannot commit s3://{inputs.out}/day/_manifests/[0-9a-f]{{16}}\.json after 4 tries", message)
+    direct = s3fs.S3FileSystem(client_kwargs={"endpoint_url": inputs.endpoint}, skip_instance_cache=True)
+    assert not direct.exists(f"{inputs.out}/day/_manifests") or not direct.ls(f"{inputs.out}/day/_manifests")

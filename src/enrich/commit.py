@@ -1,204 +1,268 @@
-"""Commit: the driver-side ledger of shards: what to skip, what is open, what is done.
+"""Commit: the driver's ledger of one task's output. Workers write; the driver only commits.
 
-Rows arrive in any order from the stream; each row's shard is known from its lineage. A
-shard commits when all its rows have arrived (the reader stamps the shard's row count on its
-last chunk) or, at the latest, when the stream ends. Every row is written once: a repeated row
-index (a batch re-run after an engine died) is dropped.
+Protocol (Delta/Iceberg-style single-file commits, Spark-style first attempt wins):
+  1. Workers write each (task, shard) group of a batch as attempt-unique files and return a
+     Descriptor (row ranges, files, counters). Nothing points at those files yet.
+  2. The ledger accepts a descriptor whose rows are new and trashes a duplicate (ledger.py).
+  3. A shard whose delivered rows equal the reader's count commits with ONE atomic write of
+     `_manifests/<shard>.json` (a single PUT on S3) carrying a commit id chosen beforehand.
+  4. Only after that write landed are superseded and trash files deleted; at the end every
+     `part-*` file no manifest lists is deleted (crashed attempts, zombies), then _SUCCESS.
+A crash anywhere leaves every shard with its old manifest and files, or its new ones.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
-from dataclasses import dataclass, field
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
 
-import pyarrow as pa
-import pyarrow.compute as pc
+from fsspec.spec import AbstractFileSystem
 
-from enrich import columns as C
 from enrich.config import JobConfig
-from enrich.read import BAD_FILE, ShardInfo
-from enrich.storage import filesystem, join, remove
-from enrich.write import Lineage, ShardManifest, ShardWriter
+from enrich.lease import DEFAULT_TTL, Lease, is_local, put
+from enrich.ledger import Delivery, ShardLedger
+from enrich.manifests import ConcurrentWriterError, put_manifest, read_manifest, read_manifests
+from enrich.quality import QualityCounters
+from enrich.read import ShardInfo
+from enrich.storage import filesystem, join
+from enrich.write import Descriptor, Lineage, ShardManifest
 
 log = logging.getLogger(__name__)
+OVERWRITE = "_overwrite.json"  # an --overwrite in progress: its fingerprint and runs
+# The names workers give attempt files: the clean-up deletes no other file.
+PART = re.compile(r"part-[0-9a-f]{16}-.+\.parquet$")
 
 
 class OutputExistsError(RuntimeError):
     """The output holds committed shards of another fingerprint (needs --overwrite)."""
 
 
-@dataclass
-class _OpenShard:
-    info: ShardInfo
-    writer: ShardWriter
-    expected: int = -1  # rows in the shard, once the reader has said
-    seen: bytearray = field(default_factory=bytearray)  # one flag per row index
-    count: int = 0
+class IncompleteShardsError(RuntimeError):
+    """The stream ended before every row of some shards was delivered: they are not committed."""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 class OutputCommitter:
-    def __init__(self, cfg: JobConfig, lineage: Lineage, output_names: list[str]) -> None:
+    def __init__(
+        self, cfg: JobConfig, lineage: Lineage, output_names: list[str],
+        storage: tuple[AbstractFileSystem, str] | None = None, run_id: str | None = None,
+        ids: Callable[[], str] = new_id, lease_ttl: float = DEFAULT_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.cfg, self.lineage, self.output_names = cfg, lineage, output_names
-        self.fs, self.root = filesystem(cfg.output, cfg.s3_endpoint)
-        self.open: dict[str, _OpenShard] = {}
+        self.fs, self.root = storage or filesystem(cfg.output, cfg.s3_endpoint)
+        self.run_id = run_id or ids()
+        self.ids = ids
+        self.lease = Lease(self.fs, self.root, self.run_id, lease_ttl, clock)
+        self.infos: dict[str, ShardInfo] = {}
+        self.ledgers: dict[str, ShardLedger] = {}
+        self.old: dict[str, ShardManifest] = {}  # shards being redone: their current manifest
         self.committed: list[ShardManifest] = []
         self.skipped: list[ShardManifest] = []
-        self.duplicates_dropped = 0
+        self.listed: set[str] = set()  # files every manifest of the output lists
+        self.done_ids: set[str] = set()
         self.bad_files: dict[str, str] = {}  # skipped file -> problem
+        self.duplicates_dropped = 0
+        self.late_dropped = 0
+        self.rows_delivered = 0
+        self._done_bytes = 0.0
 
     def path(self, *parts: str) -> str:
         return join(self.root, *parts)
 
+    # ------------------------------------------------------------ planning
+    def existing(self) -> dict[str, ShardManifest]:
+        """Every manifest of the output: one listing plus one concurrent read of them all."""
+        return {m.shard_id: m for m in read_manifests(self.fs, self.root)}
+
     def manifest(self, shard_id: str) -> ShardManifest | None:
-        path = self.path("_manifests", f"{shard_id}.json")
-        if not self.fs.exists(path):
-            return None
-        return ShardManifest.model_validate_json(self.fs.cat_file(path))
+        return read_manifest(self.fs, self.root, shard_id)
 
     def plan(self, shards: list[ShardInfo]) -> list[ShardInfo]:
-        """Shards to process; completed ones (same fingerprint and input version) are skipped."""
+        """Take the lease; shards to process (a manifest of this fingerprint and input version
+        means done, unless overwriting); nothing is deleted here."""
+        self.lease.acquire(self.cfg.output)
+        existing = self.existing()
+        resumed = self._overwrite_runs() if self.cfg.overwrite else set()
         todo = []
         for shard in shards:
-            done = None if self.cfg.overwrite else self.manifest(shard.shard_id)
-            if done is not None and done.fingerprint != self.lineage.fingerprint:
+            done = existing.get(shard.shard_id)
+            if done is not None and done.fingerprint != self.lineage.fingerprint and not self.cfg.overwrite:
                 raise OutputExistsError(
                     f"{self.cfg.output} holds {shard.url} made with fingerprint "
                     f"{done.fingerprint} (this run: {self.lineage.fingerprint}); "
                     "pass --overwrite to replace it or choose another --output"
                 )
-            if done is not None and (done.size, done.version) == (shard.size, shard.version):
-                self.skipped.append(done)
+            replaced = self.cfg.overwrite and done is not None and done.run_id in resumed
+            if done is not None and (not self.cfg.overwrite or replaced) and done.fingerprint == self.lineage.fingerprint \
+                    and (done.size, done.version) == (shard.size, shard.version):
+                self.skipped.append(done)  # done, or already replaced by this interrupted overwrite
                 continue
             todo.append(shard)
+            if done is not None:
+                self.old[shard.shard_id] = done
+            self.infos[shard.shard_id] = shard
+            self.ledgers[shard.shard_id] = ShardLedger()
+        for m in existing.values():
+            self.listed.update(m.files + m.reject_files)
         if todo:
-            self._remove(self.path("_SUCCESS"))
-        for shard in todo:
-            staging = self.path("_staging", shard.shard_id)
-            self._remove(staging, recursive=True)
-            writer = ShardWriter(self.fs, staging, shard.shard_id, self.cfg.row_group_rows)
-            self.open[shard.shard_id] = _OpenShard(shard, writer)
+            self._remove([self.path("_SUCCESS")])
         return todo
 
-    def add(self, table: pa.Table) -> None:
-        """Route a batch of finished rows to their shards; commit shards that are complete."""
-        for source in pc.unique(table.column(C.SOURCE_FILE)).to_pylist():
-            part = table.filter(pc.equal(table.column(C.SOURCE_FILE), source))
-            if source in self.bad_files:
-                continue  # rows read before the file's problem showed up: dropped with it
-            marker = part.filter(pc.equal(part.column(C.REASON), BAD_FILE))
-            if marker.num_rows:
-                self._drop(source, marker.column(C.MESSAGE)[0].as_py())
-                continue
-            shard = self._shard_for(source)
-            part = self._count(shard, part)
-            shard.writer.add(part, self.lineage, self.output_names)
-            if shard.expected >= 0 and shard.count == shard.expected:
-                self._commit(shard)
+    def _overwrite_runs(self) -> set[str]:
+        """Runs of an interrupted --overwrite with this fingerprint (from `_overwrite.json`),
+        whose commits a resumed --overwrite keeps; this run joins them before it commits."""
+        path = self.path(OVERWRITE)
+        try:
+            marker = json.loads(self.fs.cat_file(path))
+        except FileNotFoundError:
+            marker = {}
+        runs = set(marker.get("runs", [])) if marker.get("fingerprint") == self.lineage.fingerprint else set()
+        body = {"fingerprint": self.lineage.fingerprint, "runs": sorted(runs | {self.run_id})}
+        put(self.fs, path, json.dumps(body).encode("utf-8"))
+        return runs
 
-    def _drop(self, source: str, message: str) -> None:
-        """--on-bad-file skip: forget the shard (no manifest, so a rerun retries it)."""
-        shard = self._shard_for(source)
-        del self.open[shard.info.shard_id]
-        self._remove(self.path("_staging", shard.info.shard_id), recursive=True)
-        self.bad_files[source] = message
-        log.warning("skipped %s", message)
+    # ------------------------------------------------------------ the stream
+    def add(self, d: Descriptor) -> None:
+        """Take one worker's descriptor; commit the shard when its rows are all delivered."""
+        self.lease.renew()
+        ledger = self.ledgers.get(d.shard_id)
+        files = [f.path for f in d.files + d.reject_files]
+        if ledger is None:
+            if d.shard_id in self.done_ids or d.source in self.bad_files:
+                self.late_dropped += 1  # a late duplicate of a finished shard: its files are trash
+                return
+            raise RuntimeError(f"rows from {d.source}, which is not an open shard of this run")
+        if d.bad_file is not None:  # --on-bad-file skip: forget the shard; a rerun retries it
+            del self.ledgers[d.shard_id]
+            self.bad_files[d.source] = d.bad_file
+            log.warning("skipped %s", d.bad_file)
+            return
+        if d.shard_rows >= 0:
+            ledger.expected = d.shard_rows
+        verdict = ledger.offer(Delivery(d.attempt, [tuple(r) for r in d.ranges], files, d))
+        if verdict == "duplicate":
+            self.duplicates_dropped += 1
+        elif verdict == "replaced":
+            ledger.retry_spares()
+        self.rows_delivered += sum(f.rows for f in d.files + d.reject_files) if verdict != "duplicate" else 0
+        if ledger.complete:
+            self._commit(d.shard_id)
 
     def done_bytes(self) -> float:
-        """Input bytes finished: committed shards plus the finished share of open ones."""
-        done = sum(m.size for m in self.committed)
-        for shard in self.open.values():
-            if shard.expected > 0:
-                done += shard.info.size * shard.count / shard.expected
-        return float(done)
+        """Input bytes of shards committed by this run (kept as a running total)."""
+        return self._done_bytes
 
-    def _shard_for(self, source: str) -> _OpenShard:
-        shard = self.open.get(ShardInfo(source, "", 0, "").shard_id)
-        if shard is None:
-            raise RuntimeError(f"rows from {source}, which is not an open shard of this run")
-        return shard
-
-    def _count(self, shard: _OpenShard, part: pa.Table) -> pa.Table:
-        """Record the rows of `part`; returns it without rows already received."""
-        totals = pc.max(part.column(C.SHARD_ROWS)).as_py()
-        if totals is not None and totals >= 0:
-            shard.expected = totals
-        fresh = []
-        for index in part.column(C.ROW_INDEX).to_pylist():
-            if index >= len(shard.seen):
-                shard.seen.extend(b"\0" * (index + 1 - len(shard.seen) + 1024))
-            fresh.append(not shard.seen[index])
-            shard.seen[index] = 1
-        if not all(fresh):
-            # Ray re-runs the batch of a dead engine: delivery is at-least-once, so the sink
-            # keeps the first copy of each row and drops repeats (exactly-once output).
-            self.duplicates_dropped += fresh.count(False)
-            part = part.filter(pa.array(fresh))
-        shard.count += part.num_rows
-        return part
-
-    def _commit(self, shard: _OpenShard) -> None:
-        files, reject_files = shard.writer.close()
-        sid = shard.info.shard_id
-        if shard.expected < 0:
-            shard.expected = shard.count  # the stream ended; an empty shard has no last chunk
-        w = shard.writer
-        if w.rows_ok + w.rows_rejected != shard.expected:
-            raise RuntimeError(
-                f"{shard.info.url}: read {shard.expected} rows but wrote "
-                f"{w.rows_ok} ok + {w.rows_rejected} rejected"
-            )
-        # Leftovers of an interrupted commit of this shard would otherwise double its rows.
-        for pattern in (f"part-{sid}-*", f"_rejects/part-{sid}-*"):
-            for stale in self.fs.glob(self.path(pattern)):
-                remove(self.fs, stale)
-        staging = self.path("_staging", sid)
-        final = [self._publish(f, staging) for f in files]
-        final_rejects = [self._publish(f, staging) for f in reject_files]
+    def _commit(self, sid: str) -> None:
+        ledger, info = self.ledgers[sid], self.infos[sid]
+        accepted = sorted(ledger.accepted, key=lambda a: a.ranges[0])
+        descs: list[Descriptor] = [a.payload for a in accepted]  # type: ignore[misc]
+        ok = [f for d in descs for f in d.files]
+        bad = [f for d in descs for f in d.reject_files]
+        rows_ok, rows_rejected = sum(f.rows for f in ok), sum(f.rows for f in bad)
+        if rows_ok + rows_rejected != ledger.expected:  # the writer's files disagree with its ranges
+            raise RuntimeError(f"{info.url}: read {ledger.expected} rows but the files hold "
+                               f"{rows_ok} ok + {rows_rejected} rejected")
+        quality = QualityCounters.total(d.quality for d in descs)
         manifest = ShardManifest(
-            shard_id=sid,
-            source=shard.info.url,
-            size=shard.info.size,
-            version=shard.info.version,
-            fingerprint=self.lineage.fingerprint,
-            rows_in=shard.expected,
-            rows_ok=w.rows_ok,
-            rows_rejected=w.rows_rejected,
-            rejects_by_reason=dict(sorted(w.rejects_by_reason.items())),
-            output_tokens=w.output_tokens,
-            files=final,
-            reject_files=final_rejects,
+            shard_id=sid, source=info.url, size=info.size, version=info.version,
+            fingerprint=self.lineage.fingerprint, rows_in=ledger.expected, rows_ok=rows_ok,
+            rows_rejected=rows_rejected, rejects_by_reason=dict(sorted(quality.rejects_by_reason.items())),
+            output_tokens=quality.output_tokens_sum, files=[f.path for f in ok], reject_files=[f.path for f in bad],
+            file_rows={f.path: f.rows for f in ok + bad}, file_bytes={f.path: f.bytes for f in ok + bad},
+            quality=quality, commit_id=self.ids(), run_id=self.run_id,
         )
-        self._write_atomic(self.path("_manifests", f"{sid}.json"), manifest.model_dump_json(indent=2))
-        self._remove(self.path("_staging", sid), recursive=True)
+        old = self.old.get(sid)
+        self._put_manifest(manifest, old)
+        # The commit landed: only now may the replaced and unlisted files go.
+        now_listed = set(manifest.files + manifest.reject_files)
+        garbage = ledger.unlisted()
+        if old is not None:
+            superseded = [f for f in old.files + old.reject_files if f not in now_listed]
+            self.listed.difference_update(superseded)
+            garbage += superseded
+        self.listed.update(now_listed)
+        self._remove([self.path(f) for f in garbage])
+        self.old.pop(sid, None)
+        del self.ledgers[sid]
+        self.done_ids.add(sid)
         self.committed.append(manifest)
-        del self.open[sid]
-        log.info("committed %s: %d ok, %d rejected", shard.info.url, w.rows_ok, w.rows_rejected)
+        self._done_bytes += info.size
+        log.info("committed %s: %d ok, %d rejected", info.url, rows_ok, rows_rejected)
 
-    def _publish(self, staged: str, staging: str) -> str:
-        relative = posixpath.relpath(staged, staging)
-        dest = self.path(relative)
-        self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
-        self.fs.mv(staged, dest)
-        return relative
+    def _put_manifest(self, manifest: ShardManifest, old: ShardManifest | None) -> None:
+        put_manifest(self.fs, self.root, manifest, old, self.run_id)
 
+    # ------------------------------------------------------------ the end
     def finish(self) -> None:
-        """The stream ended: every still-open shard is complete (or empty); commit them."""
-        for shard in list(self.open.values()):
-            self._commit(shard)
-        self._remove(self.path("_staging"), recursive=True)
+        """The stream ended: a shard not delivered whole is NOT committed (the run fails naming
+        it); then every part file no manifest lists is deleted."""
+        incomplete = []
+        for sid, ledger in list(self.ledgers.items()):
+            if ledger.complete:
+                self._commit(sid)
+            else:
+                have = "unknown (no end-of-shard count arrived)" if ledger.expected < 0 else ledger.expected
+                incomplete.append(f"{self.infos[sid].url} (rows expected: {have}, delivered: {ledger.rows}, "
+                                  f"missing ranges: {ledger.missing()[:5]})")
+        if incomplete:
+            raise IncompleteShardsError(
+                f"{len(incomplete)} shard(s) did not receive all their rows and were not committed "
+                f"(a rerun redoes them): " + "; ".join(incomplete[:20])
+            )
+        self.gc()
+
+    def gc(self) -> None:
+        """Delete every part file no manifest lists (crashed, duplicate or zombie attempts)."""
+        found: list[str] = []
+        for folder in (self.root, self.path("_rejects")):
+            try:
+                listing = self.fs.ls(folder, detail=False, refresh=True)
+                found += [p for p in listing if PART.match(posixpath.basename(p))]
+            except FileNotFoundError:
+                continue
+        base = self.root.rstrip("/") + "/"
+        unlisted = [p for p in found if _relative(p, base) not in self.listed]
+        if unlisted:
+            log.info("removing %d part files no manifest lists", len(unlisted))
+        self._remove(unlisted)
 
     def mark_success(self) -> None:
-        self._write_atomic(self.path("_SUCCESS"), "")
+        # The overwrite (if any) is complete: a later --overwrite must redo everything.
+        self._remove([self.path(OVERWRITE)])
+        put(self.fs, self.path("_SUCCESS"), b"")
+        self.lease.release()
 
     def write_text(self, name: str, text: str) -> None:
-        self._write_atomic(self.path(name), text)
+        put(self.fs, self.path(name), text.encode("utf-8"))
 
-    def _write_atomic(self, path: str, text: str) -> None:
-        tmp = f"{path}.tmp"
-        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        self.fs.pipe_file(tmp, text.encode("utf-8"))
-        self.fs.mv(tmp, path)  # a rename locally; on S3 readers only ever see whole objects
+    def _remove(self, paths: Iterable[str]) -> None:
+        paths = list(paths)
+        if not paths:
+            return
+        if is_local(self.fs):
+            import os
 
-    def _remove(self, path: str, recursive: bool = False) -> None:
-        remove(self.fs, path, recursive)
+            for p in paths:
+                if os.path.lexists(p):
+                    os.remove(p)
+            return
+        for p in paths:  # one request each (S3 batch deletes exist but fail partially)
+            try:
+                self.fs.rm_file(p)
+            except FileNotFoundError:
+                pass
+
+
+def _relative(path: str, base: str) -> str:
+    stripped = path.split("://", 1)[-1]
+    base = base.split("://", 1)[-1]
+    return stripped[len(base):] if stripped.startswith(base) else stripped.lstrip("/")

@@ -1,8 +1,9 @@
 """Pipeline: builds the Ray Data plan from a JobConfig and drives it. Nothing task-specific.
 
-    read shards -> prepare prompts (one row per task) -> generate (actor pool, one vLLM
-    engine each, shared by the tasks) -> validate -> commit per task and shard (driver)
-    -> _summary.json, _report/, _SUCCESS per task
+    read shards (+ an end-of-shard count) -> prepare prompts (one row per task) -> generate
+    (actor pool, one vLLM engine each, shared by the tasks) -> validate + write attempt files
+    (workers) -> descriptors -> commit per task and shard (driver: one manifest write)
+    -> _summary.json, _report/ (from the manifests' counters), _SUCCESS per task
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from typing import Any
 import pyarrow as pa
 
 from enrich.arrow_types import arrow_schema
-from enrich.commit import OutputCommitter
+from enrich.commit import OutputCommitter, new_id
 from enrich.config import JobConfig
 from enrich.generate import EngineActor
-from enrich.fanout import prepare_tasks, split_by_task, validate_tasks
+from enrich.fanout import prepare_tasks
+from enrich.sink import WriteTarget, descriptors, validate_and_write
 from enrich.progress import ProgressReporter
 from enrich.read import ShardInfo, discover_shards, passthrough_schema, read_shard
+from enrich.lease import put
+from enrich.model_digest import model_digest
 from enrich.storage import filesystem, join, remove
 from enrich.summary import RunSummary, build_summary
 from enrich.tasks import Task, task_for
@@ -50,6 +54,7 @@ def fingerprint(cfg: JobConfig, task: Task) -> str:
     """What decides the outputs: model, task spec (prompt, schema), sampling, context length."""
     payload = {
         "model": cfg.model,
+        "model_files": model_digest(cfg.model, cfg.s3_endpoint),
         "revision": cfg.model_revision,
         "adapter": cfg.adapter,
         "task": task.spec_digest(),
@@ -93,10 +98,11 @@ def _read_shards(batch: dict[str, Any], cfg: JobConfig, passthrough: pa.Schema |
 
 def build_dataset(
     cfg: JobConfig, shards: list[ShardInfo], needs: dict[str, list[str]] | None = None,
-    passthrough: pa.Schema | None = None,
+    passthrough: pa.Schema | None = None, targets: dict[str, WriteTarget] | None = None, run_id: str = "run",
 ) -> Any:
     """The Ray Data plan. `needs`: source file -> tasks still to do (None: all tasks);
-    `passthrough`: the run-wide schema of the input columns (read.passthrough_schema)."""
+    `passthrough`: the run-wide schema of the input columns (read.passthrough_schema);
+    `targets`: task label -> where its workers write (default: from the task configs)."""
     import ray
 
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES
@@ -127,8 +133,23 @@ def build_dataset(
             max_task_retries=MAX_ENGINE_RESTARTS,
             **engine_resources,
         )
-        .map_batches(validate_tasks, batch_format="pyarrow", fn_kwargs={"configs": configs}, num_cpus=STAGE_CPUS)
+        # Validate and write in one step, in `row_group_rows`-row batches: a file per shard per
+        # batch (not one tiny file per 64 KiB block), and rows never travel to the driver.
+        .map_batches(
+            validate_and_write, batch_format="pyarrow", batch_size=cfg.row_group_rows,
+            fn_kwargs={"configs": configs, "targets": targets or write_targets(cfg), "run_id": run_id},
+            num_cpus=STAGE_CPUS,
+        )
     )
+
+
+def write_targets(cfg: JobConfig) -> dict[str, WriteTarget]:
+    out = {}
+    for label, sub in cfg.task_configs().items():
+        task = task_for(sub)
+        lineage = Lineage(sub.model, sub.model_revision, sub.adapter, task.name, task.version, fingerprint(sub, task))
+        out[label] = WriteTarget(sub.output, sub.s3_endpoint, lineage, tuple(arrow_schema(task.written_model).names))
+    return out
 
 
 @dataclass
@@ -152,8 +173,23 @@ def run(cfg: JobConfig) -> RunSummary:
 def run_tasks(cfg: JobConfig) -> list[RunSummary]:
     """Run a job of one or more tasks; one pass over the input, one summary per task."""
     started = time.time()
+    run_id = new_id()
     shards = discover_shards(cfg)
-    outputs = {label: _task_output(sub, shards) for label, sub in cfg.task_configs().items()}
+    outputs: dict[str, TaskOutput] = {}
+    try:
+        for label, sub in cfg.task_configs().items():
+            outputs[label] = _task_output(sub, shards, run_id)
+        return _run(cfg, shards, outputs, run_id, started)
+    finally:  # a failed run hands its outputs back at once (a killed one: by pid or expiry)
+        for out in outputs.values():
+            try:
+                out.committer.lease.release()
+            except Exception:  # noqa: BLE001 - the failure being raised matters more
+                log.warning("could not release the lease of %s", out.cfg.output, exc_info=True)
+
+
+def _run(cfg: JobConfig, shards: list[ShardInfo], outputs: dict[str, TaskOutput], run_id: str,
+         started: float) -> list[RunSummary]:
     needs: dict[str, list[str]] = {}
     for label, out in outputs.items():
         for shard in out.todo:
@@ -166,48 +202,43 @@ def run_tasks(cfg: JobConfig) -> list[RunSummary]:
     timeline: list[tuple[float, int, int]] = []
     if todo:
         init_ray(cfg)
+        targets = {label: WriteTarget(out.cfg.output, out.cfg.s3_endpoint, out.lineage, tuple(out.output_names))
+                   for label, out in outputs.items()}
         # Over every listed shard, not just those to do: a resumed run writes the same schema.
-        ds = build_dataset(cfg, todo, needs if cfg.multi_task else None, passthrough_schema(shards, cfg))
+        ds = build_dataset(cfg, todo, needs if cfg.multi_task else None, passthrough_schema(shards, cfg), targets, run_id)
         total = sum(s.size for out in outputs.values() for s in out.todo)
         progress = ProgressReporter(total, sum(len(out.todo) for out in outputs.values()), cfg.status_every_seconds)
-        labels = list(outputs)
+        committers = [out.committer for out in outputs.values()]
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             engine_started = engine_started or time.time()
-            table = _as_table(batch)
-            for label, rows in split_by_task(table, labels):
-                outputs[label].committer.add(_own_columns(rows, label, outputs))
-            progress.add(table)
-            committers = [out.committer for out in outputs.values()]
+            for d in descriptors(_as_table(batch)):
+                outputs[d.task].committer.add(d)
+                q = d.quality
+                progress.add_counts(q.rows_ok + q.rows_rejected, q.rows_rejected, q.output_tokens_sum)
             progress.maybe_log(sum(c.done_bytes() for c in committers), sum(len(c.committed) for c in committers))
         timeline = progress.timeline.points
     summaries = [_finish(out, started, engine_started, timeline) for out in outputs.values()]
     if cfg.multi_task:  # the run's own record: each task's summary; _SUCCESS when all are done
         by_task = {label: s.model_dump(mode="json") for label, s in zip(outputs, summaries)}
-        root_fs.pipe_file(join(root, "_summary.json"), json.dumps({"tasks": by_task}, indent=2).encode("utf-8"))
-        root_fs.pipe_file(join(root, "_SUCCESS"), b"")
+        put(root_fs, join(root, "_summary.json"), json.dumps({"tasks": by_task}, indent=2).encode("utf-8"))
+        put(root_fs, join(root, "_SUCCESS"), b"")
     return summaries
 
 
-def _task_output(cfg: JobConfig, shards: list[ShardInfo]) -> TaskOutput:
+def _task_output(cfg: JobConfig, shards: list[ShardInfo], run_id: str) -> TaskOutput:
     task = task_for(cfg)
     lineage = Lineage(cfg.model, cfg.model_revision, cfg.adapter, task.name, task.version, fingerprint(cfg, task))
     output_names = list(arrow_schema(task.written_model).names)
-    committer = OutputCommitter(cfg, lineage, output_names)
+    committer = OutputCommitter(cfg, lineage, output_names, run_id=run_id)
     todo = committer.plan(shards)
     log.info("task %s: %d shards, %d to process, %d already done", task.name, len(shards), len(todo),
              len(committer.skipped))
     return TaskOutput(cfg, lineage, output_names, committer, todo)
 
 
-def _own_columns(rows: pa.Table, label: str, outputs: dict[str, TaskOutput]) -> pa.Table:
-    """Drop the other tasks' output columns (null here) that a mixed batch may carry."""
-    own = set(outputs[label].output_names)
-    foreign = {n for other, out in outputs.items() if other != label for n in out.output_names} - own
-    return rows.drop_columns([n for n in rows.column_names if n in foreign])
-
-
 def _finish(out: TaskOutput, started: float, engine_started: float | None, timeline: list) -> RunSummary:
-    """Commit the task's last shards; _summary.json, the run report, then _SUCCESS."""
+    """Commit the task's last shards (or fail naming the incomplete ones); _summary.json and
+    the run report from the manifests' counters, then _SUCCESS."""
     committer = out.committer
     committer.finish()
     summary = build_summary(out.cfg, out.lineage, committer, started, engine_started)
@@ -222,8 +253,8 @@ def _finish(out: TaskOutput, started: float, engine_started: float | None, timel
     committer.write_text("_summary.json", summary.model_dump_json(indent=2))
     if not summary.invariant_ok:
         raise RuntimeError(
-            f"row count invariant broken: rows_in {summary.rows_in} != "
-            f"rows_ok {summary.rows_ok} + rows_rejected {summary.rows_rejected}"
+            f"row count invariant broken: rows_in {summary.rows_in} (reader) != "
+            f"rows_ok {summary.rows_ok} + rows_rejected {summary.rows_rejected} (written files)"
         )
     committer.mark_success()
     return summary

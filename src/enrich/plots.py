@@ -133,13 +133,20 @@ def _done_by(points: Sequence[tuple[float, int, int]], t: float) -> tuple[float,
     return float(points[-1][1]), float(points[-1][2])
 
 
-def token_lengths_png(prompt: Sequence[int], output: Sequence[int], bins: int = 30) -> bytes:
-    """Histograms of prompt and output tokens per row, side by side."""
+def token_lengths_png(
+    prompt: Sequence[int] | Mapping[str, int], output: Sequence[int] | Mapping[str, int], bins: int = 30
+) -> bytes:
+    """Histograms of prompt and output tokens per row, side by side; each side is either the
+    values or an exact value -> rows histogram (what manifests carry)."""
     fig = _figure(9.0, 4.0)
     axes = fig.subplots(1, 2)
     for ax, values, name in zip(axes, (prompt, output), ("Prompt", "Output")):
-        if values:
-            ax.hist(values, bins=bins)
-        ax.set(title=f"{name} tokens per row ({len(values)} rows)", xlabel="tokens", ylabel="rows")
+        if isinstance(values, Mapping):
+            points, weights = [int(k) for k in values], list(values.values())
+        else:
+            points, weights = list(values), [1] * len(values)
+        if points:
+            ax.hist(points, bins=bins, weights=weights)
+        ax.set(title=f"{name} tokens per row ({sum(weights)} rows)", xlabel="tokens", ylabel="rows")
     xlabel = "tokens (all attempts of the row)"
     return _png(fig, axes[1], axes[1].get_title(), xlabel, "rows", not prompt and not output, "y")

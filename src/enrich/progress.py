@@ -48,7 +48,7 @@ class Timeline:
 
 @dataclass
 class ProgressReporter:
-    """Counts finished rows as the driver receives them and logs a status line every
+    """Counts finished rows from the write descriptors the driver receives and logs a status line every
     `every_seconds`. ETA is by input bytes: rows/s is steady, shard sizes are known."""
 
     total_bytes: int
@@ -65,10 +65,15 @@ class ProgressReporter:
     timeline: Timeline = field(default_factory=Timeline)
 
     def add(self, table: pa.Table) -> None:
-        self.rows += table.num_rows
-        self.rejected += table.num_rows - table.column(C.REASON).null_count
+        """Count a table of finished rows (working columns)."""
         tokens = pc.sum(table.column(C.OUTPUT_TOKENS)).as_py()
-        self.tokens += int(tokens or 0)
+        self.add_counts(table.num_rows, table.num_rows - table.column(C.REASON).null_count, int(tokens or 0))
+
+    def add_counts(self, rows: int, rejected: int, tokens: int) -> None:
+        """Count finished rows from a write descriptor's counters (the driver sees no rows)."""
+        self.rows += rows
+        self.rejected += rejected
+        self.tokens += tokens
         self.timeline.add(time.monotonic() - self.started, self.rows, self.tokens)
 
     def maybe_log(self, done_bytes: float, done_shards: int, force: bool = False) -> str | None:

@@ -35,6 +35,7 @@ from enrich.read_jsonl import jsonl_chunks as _jsonl_chunks
 from enrich.read_parquet import parquet_chunks as _parquet_chunks
 
 BAD_FILE = "bad_file"  # reason on the marker row of a skipped file (never written as a reject)
+SHARD_END = "shard_end"  # reason on the end-of-shard marker row, which carries SHARD_ROWS
 
 
 def read_shard(shard: ShardInfo, cfg: JobConfig, passthrough: pa.Schema | None = None) -> Iterator[pa.Table]:
@@ -45,28 +46,26 @@ def read_shard(shard: ShardInfo, cfg: JobConfig, passthrough: pa.Schema | None =
     except InputError as exc:
         if cfg.on_bad_file != "skip":
             raise
-        marker = _lineage(shard, -1, 1, None)
-        marker[C.TEXT] = pa.nulls(1, pa.string())
-        marker[C.REASON] = pa.array([BAD_FILE], pa.string())
-        marker[C.MESSAGE] = pa.array([str(exc)], pa.string())
-        yield pa.table(marker)
+        yield _marker(shard, BAD_FILE, str(exc), -1)
 
 
 def _read_shard(shard: ShardInfo, cfg: JobConfig, passthrough: pa.Schema | None = None) -> Iterator[pa.Table]:
-    """Stream a shard as chunks; the last chunk carries the shard's row count (see columns)."""
+    """Stream a shard as chunks, then one marker row (reason SHARD_END) carrying the shard's
+    row count in SHARD_ROWS, also for an empty shard: the committer commits a shard only when
+    it holds exactly that many rows, so a lost chunk can never commit as a short shard."""
     chunks = _jsonl_chunks(shard, cfg, passthrough) if shard.format == "jsonl" else _parquet_chunks(shard, cfg, passthrough)
-    held: pa.Table | None = None
     total = 0
     for chunk in chunks:
-        if held is not None:
-            yield held
         total += chunk.num_rows
-        held = chunk
-    if held is not None:
-        # Hold one chunk back so the final one can say how many rows the shard has: the
-        # driver commits a shard as soon as it has seen that many rows.
-        yield held.set_column(
-            held.schema.get_field_index(C.SHARD_ROWS),
-            C.SHARD_ROWS,
-            pa.array([total] * held.num_rows, pa.int64()),
-        )
+        yield chunk
+    yield _marker(shard, SHARD_END, None, total)
+
+
+def _marker(shard: ShardInfo, reason: str, message: str | None, rows: int) -> pa.Table:
+    """A one-row table that every stage passes through (its reason is set) to the writer."""
+    marker = _lineage(shard, -1, 1, None)
+    marker[C.SHARD_ROWS] = pa.array([rows], pa.int64())
+    marker[C.TEXT] = pa.nulls(1, pa.string())
+    marker[C.REASON] = pa.array([reason], pa.string())
+    marker[C.MESSAGE] = pa.array([message], pa.string())
+    return pa.table(marker)

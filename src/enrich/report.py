@@ -1,4 +1,4 @@
-"""Run report: OUTPUT/_report/{report.md, quality.json, *.png}, read back from the written output.
+"""Run report: OUTPUT/_report/{report.md, quality.json, *.png}, from the manifests' counters.
 
 `_report` starts with `_`, so Parquet dataset readers of OUTPUT skip it (like `_rejects`).
 Quality metrics cover the whole output (every manifest passed), the "this run" numbers come
@@ -15,12 +15,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.spec import AbstractFileSystem
 
 from enrich.plots import grouped_bars_png, histogram_png, stacked_barh_png, throughput_png, token_lengths_png
 from enrich.summary import RunSummary
+from enrich.quality import QualityCounters, histogram_stats
 from enrich.write import ShardManifest, arrow_fs
 
 REPORT_DIR = "_report"
@@ -66,7 +66,8 @@ def put(fs: AbstractFileSystem, path: str, data: bytes | str) -> None:
 def iter_batches(
     fs: AbstractFileSystem, root: str, files: Iterable[str], columns: Sequence[str]
 ) -> Iterator[pa.RecordBatch]:
-    """The named columns (those a file has) of the output's Parquet files, batch by batch."""
+    """The named columns (those a file has) of the output's Parquet files, batch by batch
+    (for the eval report, which compares an output with a gold set)."""
     afs = arrow_fs(fs)
     for rel in files:
         with pq.ParquetFile(posixpath.join(root, rel), filesystem=afs) as pf:
@@ -76,48 +77,17 @@ def iter_batches(
 
 
 # ---------------------------------------------------------------- quality
-def _empty_count(values: pa.Array) -> int:
-    """Nulls, "" and empty lists."""
-    kind = values.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        mask = pc.equal(values, "")
-    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        mask = pc.equal(pc.list_value_length(values), 0)
-    else:
-        return values.null_count
-    return int(pc.sum(pc.or_(pc.fill_null(mask, False), values.is_null())).as_py() or 0)
-
-
-def quality_metrics(
-    fs: AbstractFileSystem, root: str, manifests: Sequence[ShardManifest], output_fields: Sequence[str]
-) -> dict[str, Any]:
-    """Rates over the whole output; the enriched and rejects files are read column by column."""
+def quality_metrics(manifests: Sequence[ShardManifest], output_fields: Sequence[str]) -> dict[str, Any]:
+    """Rates over the whole output, merged from the manifests' counters: the output is never
+    re-read, and the driver's memory is bounded by the histograms, not by the rows."""
+    q = QualityCounters.total(m.quality for m in manifests)
     rows_in = sum(m.rows_in for m in manifests)
     rows_ok = sum(m.rows_ok for m in manifests)
     reasons: Counter[str] = Counter()
     for m in manifests:
         reasons.update(m.rejects_by_reason)
-    empty: Counter[str] = Counter({f: 0 for f in output_fields})
-    lengths: dict[str, list[int]] = {"prompt": [], "output": []}
-    ok_tokens = ["enrich_prompt_tokens", "enrich_output_tokens"]
-    ok_attempts: Counter[int] = Counter()
-    ok_files = (f for m in manifests for f in m.files)
-    for batch in iter_batches(fs, root, ok_files, [*output_fields, *ok_tokens, "enrich_attempts"]):
-        for name in batch.schema.names:
-            if name in ok_tokens:
-                lengths[name.split("_")[1]] += [v for v in batch.column(name).to_pylist() if v is not None]
-            elif name == "enrich_attempts":
-                ok_attempts.update(a for a in batch.column(name).to_pylist() if a is not None)
-            else:
-                empty[name] += _empty_count(batch.column(name))
-    attempts: Counter[int] = Counter()
-    reject_cols = ["attempts", "prompt_tokens", "output_tokens"]
-    for batch in iter_batches(fs, root, (f for m in manifests for f in m.reject_files), reject_cols):
-        columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
-        attempts.update(a for a in columns.get("attempts", []) if a is not None)
-        for kind in lengths:
-            lengths[kind] += [v for v in columns.get(f"{kind}_tokens", []) if v is not None]
-    by_attempts = ok_attempts + attempts  # every row, ok or rejected, by its generations
+    empty = {f: q.empty_fields.get(f, 0) for f in output_fields}
+    by_attempts = {a: n for a, n in sorted(q.rows_by_attempts.items(), key=lambda kv: int(kv[0]))}
     generated = rows_ok + sum(reasons[r] for r in GENERATED_REJECTS)
     tokens = sum(m.output_tokens for m in manifests)
     return {
@@ -133,24 +103,14 @@ def quality_metrics(
         "reject_rate_by_reason": {r: ratio(n, rows_in) for r, n in sorted(reasons.items())},
         "empty_rows": dict(empty),
         "empty_rate": {f: ratio(n, rows_ok) for f, n in empty.items()},
-        "reject_attempts": {str(a): n for a, n in sorted(attempts.items())},
         # Generations per row, ok and rejected (0: rejected before the engine); > 1 = retried.
-        "rows_by_attempts": {str(a): n for a, n in sorted(by_attempts.items())},
-        "retried_rows": sum(n for a, n in by_attempts.items() if a > 1),
+        "rows_by_attempts": by_attempts,
+        "retried_rows": sum(n for a, n in by_attempts.items() if int(a) > 1),
         "output_tokens": tokens,
         "output_tokens_per_row": ratio(tokens, rows_in),
-        "tokens_per_row": {kind: _stats(values) for kind, values in lengths.items()},
-        "_token_lengths": lengths,  # for the histogram; dropped from quality.json
+        "tokens_per_row": {"prompt": histogram_stats(q.prompt_tokens), "output": histogram_stats(q.output_tokens)},
+        "_token_lengths": {"prompt": q.prompt_tokens, "output": q.output_tokens},  # histograms, for the plot
     }
-
-
-def _stats(values: Sequence[int]) -> dict[str, float] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"rows": len(ordered), "mean": round(sum(ordered) / len(ordered), 1), "p50": at(0.5),
-            "p95": at(0.95), "max": ordered[-1]}
 
 
 # ---------------------------------------------------------------- the run report
@@ -165,7 +125,7 @@ def write_run_report(
     `output_fields`: the task's written columns, for their empty rates;
     `timeline`: this run's (seconds, rows, output tokens) progress points, cumulative.
     """
-    q = quality_metrics(fs, root, manifests, output_fields)
+    q = quality_metrics(manifests, output_fields)
     lengths = q.pop("_token_lengths")
     q["timeline"] = [list(p) for p in timeline]
     base = posixpath.join(root.rstrip("/"), folder)
@@ -229,8 +189,8 @@ def _markdown(s: RunSummary, q: dict[str, Any], shards: Sequence[ShardManifest],
         md_table(["reason", "rows", "share of rows_in"], [[r, c, pct(c, n)] for r, c in reasons.items()])
         if reasons else "No rejected rows.",
         "![rejects by reason](reject_reasons.png)",
-        "### Attempts of rejected rows",
-        md_table(["attempts", "rows"], q["reject_attempts"].items()) if q["reject_attempts"] else "No rejected rows.",
+        "### Rows by attempts (generations a row took; 0: rejected before the engine)",
+        md_table(["attempts", "rows"], q["rows_by_attempts"].items()) if q["rows_by_attempts"] else "No rows.",
         f"## Shards (worst reject rate first{f', first {MAX_SHARD_ROWS}' if len(shards) > MAX_SHARD_ROWS else ''})",
         md_table(["shard", "rows_in", "rows_ok", "rows_rejected", "reject rate", "output tokens"],
                  [[name, m.rows_in, m.rows_ok, m.rows_rejected, pct(m.rows_rejected, m.rows_in), m.output_tokens]

@@ -15,14 +15,19 @@ from enrich.write import Lineage
 class RunSummary(BaseModel):
     """What a run did (this run) and what the output holds (all committed shards)."""
 
-    rows_in: int = Field(..., description="Rows read by this run.")
-    rows_ok: int = Field(..., description="Rows this run wrote to the enriched table.")
-    rows_rejected: int = Field(..., description="Rows this run wrote to the rejects table.")
-    invariant_ok: bool = Field(..., description="rows_in == rows_ok + rows_rejected.")
+    rows_in: int = Field(..., description="Rows this run read, as counted by the reader.")
+    rows_ok: int = Field(..., description="Rows this run wrote to the enriched table (file counts).")
+    rows_rejected: int = Field(..., description="Rows this run wrote to the rejects table (file counts).")
+    invariant_ok: bool = Field(..., description="rows_in == rows_ok + rows_rejected: the reader's "
+                               "counts against the written files' counts.")
     rejects_by_reason: dict[str, int] = Field(default_factory=dict)
     shards_total: int
     shards_processed: int
     shards_skipped: int = Field(..., description="Already committed with this fingerprint.")
+    duplicates_dropped: int = Field(
+        0, description="Deliveries dropped because their rows had arrived already (Ray re-ran a "
+        "batch after an engine died), also late ones for an already committed shard."
+    )
     bad_files: dict[str, str] = Field(
         default_factory=dict, description="Files skipped by --on-bad-file skip, with the problem."
     )
@@ -98,6 +103,7 @@ def build_summary(
         shards_processed=len(done),
         shards_skipped=len(committer.skipped),
         bad_files=dict(committer.bad_files),
+        duplicates_dropped=committer.duplicates_dropped + committer.late_dropped,
         output_rows_ok=rows_ok + sum(m.rows_ok for m in committer.skipped),
         output_rows_rejected=rows_rejected + sum(m.rows_rejected for m in committer.skipped),
         wall_seconds=round(wall, 3),

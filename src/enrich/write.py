@@ -1,12 +1,12 @@
-"""Write: stage each shard's enriched rows and rejects, commit the shard when complete.
+"""Write: a worker writes one attempt's files for a (task, shard) group; manifests commit them.
 
-Layout under the output prefix:
-    part-<shard>-<n>.parquet            enriched rows: input + output + lineage columns
-    _rejects/part-<shard>-<n>.parquet   rejected rows, fixed schema (columns.REJECTS_SCHEMA)
-    _manifests/<shard>.json             the shard's commit record (ShardManifest)
-    _staging/<shard>/...                work in progress, never read by consumers
-A shard's files move from staging to their final names and then its manifest is written:
-a manifest means the shard is complete, which is what resume and idempotency rely on.
+Layout under a task's output prefix:
+    part-<shard>-<run>-<attempt>.parquet            enriched rows: input + output + lineage columns
+    _rejects/part-<shard>-<run>-<attempt>.parquet   rejected rows, fixed schema (columns.REJECTS_SCHEMA)
+    _manifests/<shard>.json                         the shard's commit record (ShardManifest)
+    _lease.json                                     the writing run (one driver per output)
+Attempt files are never renamed: a file no manifest lists is not part of the output (a crashed
+or duplicate attempt) and the committer deletes it once nothing can list it any more.
 """
 
 from __future__ import annotations
@@ -16,29 +16,65 @@ import posixpath
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.spec import AbstractFileSystem
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 from pydantic import BaseModel, Field
 
 from enrich import columns as C
+from enrich.ledger import to_ranges
+from enrich.read import BAD_FILE, SHARD_END
+from enrich.quality import QualityCounters
 
 
 class ShardManifest(BaseModel):
-    """Commit record of one input shard; its presence means the shard is done."""
+    """Commit record of one input shard: its presence means the shard is done, and its file
+    lists are the shard's output (nothing else is)."""
 
     shard_id: str = Field(..., description="Hash of the source URL; names the shard's files.")
     source: str = Field(..., description="Input file URL.")
     size: int = Field(..., description="Input size in bytes when read.")
     version: str = Field(..., description="ETag or mtime of the input when read.")
     fingerprint: str = Field(..., description="Model + task + prompt + schema + sampling digest.")
-    rows_in: int = Field(..., description="Rows read from the shard.")
-    rows_ok: int = Field(..., description="Rows written to the enriched table.")
-    rows_rejected: int = Field(..., description="Rows written to the rejects table.")
+    rows_in: int = Field(..., description="Rows in the shard, as counted by the reader.")
+    rows_ok: int = Field(..., description="Rows in the enriched files (from the written files).")
+    rows_rejected: int = Field(..., description="Rows in the rejects files (from the written files).")
     rejects_by_reason: dict[str, int] = Field(default_factory=dict)
     output_tokens: int = Field(0, description="Tokens generated for the shard's rows.")
     files: list[str] = Field(default_factory=list, description="Enriched files, relative.")
     reject_files: list[str] = Field(default_factory=list, description="Reject files, relative.")
+    file_rows: dict[str, int] = Field(default_factory=dict, description="Relative file -> rows.")
+    file_bytes: dict[str, int] = Field(default_factory=dict, description="Relative file -> bytes.")
+    quality: QualityCounters = Field(
+        default_factory=QualityCounters, description="Counters of the listed files (run report)."
+    )
+    commit_id: str = Field("", description="Chosen before the manifest write; tells a landed "
+                           "write from a rival's after an error (Iceberg's snapshot id).")
+    run_id: str = Field("", description="The run that committed the shard.")
+
+
+class WrittenFile(BaseModel):
+    """One file a worker wrote: its path relative to the task's output prefix."""
+
+    path: str
+    rows: int
+    bytes: int
+
+
+class Descriptor(BaseModel):
+    """What a worker returns for one (task, shard) group of a batch: ~200 bytes, no rows."""
+
+    task: str = Field(..., description="Task label.")
+    shard_id: str
+    source: str
+    attempt: str = Field(..., description="Unique per write (run id + random).")
+    ranges: list[tuple[int, int]] = Field(default_factory=list, description="Row indexes written.")
+    files: list[WrittenFile] = Field(default_factory=list)
+    reject_files: list[WrittenFile] = Field(default_factory=list)
+    quality: QualityCounters = Field(default_factory=QualityCounters)
+    shard_rows: int = Field(-1, description="The shard's row count, when its end marker was here.")
+    bad_file: str | None = Field(None, description="--on-bad-file skip: the file's problem.")
 
 
 @dataclass(frozen=True)
@@ -56,112 +92,6 @@ class Lineage:
 def arrow_fs(fs: AbstractFileSystem) -> PyFileSystem:
     # pyarrow 26 aborts at exit when handed fsspec file objects; a filesystem is safe.
     return PyFileSystem(FSSpecHandler(fs))
-
-
-class _PartWriter:
-    """Rolls Parquet files `<prefix>-<n>.parquet`: large row groups, a new file only when a
-    later batch's schema cannot be cast to the current file's (e.g. JSONL type drift)."""
-
-    def __init__(self, fs: AbstractFileSystem, prefix: str, row_group_rows: int) -> None:
-        self.fs, self.prefix, self.row_group_rows = fs, prefix, row_group_rows
-        self.buffer: list[pa.Table] = []
-        self.buffered = 0
-        self.writer: pq.ParquetWriter | None = None
-        self.files: list[str] = []
-
-    def add(self, table: pa.Table) -> None:
-        if self.buffer and not _mergeable(self.buffer[0].schema, table.schema):
-            self._flush()  # e.g. an int column turned string: close this group first
-        if table.num_rows:
-            self.buffer.append(table)
-            self.buffered += table.num_rows
-        if self.buffered >= self.row_group_rows:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.buffer:
-            return
-        group = pa.concat_tables(self.buffer, promote_options="permissive")
-        self.buffer, self.buffered = [], 0
-        if self.writer is not None:
-            try:
-                group = _conform(group, self.writer.schema)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                self.writer.close()
-                self.writer = None
-        if self.writer is None:
-            path = f"{self.prefix}-{len(self.files)}.parquet"
-            self.writer = pq.ParquetWriter(
-                path, group.schema, filesystem=arrow_fs(self.fs), compression="zstd"
-            )
-            self.files.append(path)
-        self.writer.write_table(group, row_group_size=max(group.num_rows, 1))
-
-    def close(self, empty_schema: pa.Schema | None = None) -> list[str]:
-        self._flush()
-        if self.writer is not None:
-            self.writer.close()
-        elif empty_schema is not None:  # a file even when empty: readers see the schema
-            path = f"{self.prefix}-0.parquet"
-            pq.write_table(empty_schema.empty_table(), path, filesystem=arrow_fs(self.fs))
-            self.files.append(path)
-        return self.files
-
-
-def _mergeable(a: pa.Schema, b: pa.Schema) -> bool:
-    try:
-        pa.unify_schemas([a, b], promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return False
-    return True
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    extra = set(table.column_names) - set(schema.names)
-    if extra:
-        raise pa.ArrowInvalid(f"new columns {sorted(extra)}")
-    for field in schema:
-        if field.name not in table.column_names:
-            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-    return table.select(schema.names).cast(schema)
-
-
-class ShardWriter:
-    """One shard's staged output: enriched rows and rejects."""
-
-    def __init__(self, fs: AbstractFileSystem, staging: str, shard_id: str, row_group_rows: int):
-        self.ok = _PartWriter(fs, posixpath.join(staging, f"part-{shard_id}"), row_group_rows)
-        self.rejects = _PartWriter(
-            fs, posixpath.join(staging, "_rejects", f"part-{shard_id}"), row_group_rows
-        )
-        fs.makedirs(posixpath.join(staging, "_rejects"), exist_ok=True)
-        self.rows_ok = 0
-        self.rows_rejected = 0
-        self.output_tokens = 0
-        self.rejects_by_reason: dict[str, int] = {}
-        self.ok_schema: pa.Schema | None = None  # for an empty enriched file
-
-    def add(self, table: pa.Table, lineage: Lineage, output_names: list[str]) -> None:
-        if self.ok_schema is None:
-            self.ok_schema = enriched_rows(table.slice(0, 0), lineage, output_names).schema
-        reasons = table.column(C.REASON)
-        rejected = reasons.is_valid()
-        ok = table.filter(reasons.is_null())
-        bad = table.filter(rejected)
-        tokens = table.column(C.OUTPUT_TOKENS).to_pylist()
-        self.output_tokens += sum(t for t in tokens if t)
-        if ok.num_rows:
-            self.ok.add(enriched_rows(ok, lineage, output_names))
-            self.rows_ok += ok.num_rows
-        if bad.num_rows:
-            self.rejects.add(reject_rows(bad, lineage, output_names))
-            self.rows_rejected += bad.num_rows
-            for reason in bad.column(C.REASON).to_pylist():
-                self.rejects_by_reason[reason] = self.rejects_by_reason.get(reason, 0) + 1
-
-    def close(self) -> tuple[list[str], list[str]]:
-        # Both tables get a file per shard even when empty, so readers always find a schema.
-        return self.ok.close(self.ok_schema), self.rejects.close(empty_schema=C.REJECTS_SCHEMA)
 
 
 def enriched_rows(table: pa.Table, lineage: Lineage, output_names: list[str]) -> pa.Table:
@@ -220,3 +150,71 @@ def reject_rows(table: pa.Table, lineage: Lineage, output_names: list[str]) -> p
 
 def _input_names(table: pa.Table) -> list[str]:
     return [n for n in table.column_names if not n.startswith("_enrich_")]
+
+
+def write_attempt(
+    fs: AbstractFileSystem, root: str, task: str, rows: pa.Table, lineage: Lineage,
+    output_names: list[str], attempt: str,
+) -> Descriptor:
+    """Write one (task, shard) group's rows as this attempt's files; return its descriptor.
+
+    Each file is written with ONE put (`pipe_file` of an in-memory Parquet file): on S3 the
+    object appears whole or not at all, and its size is known without another request."""
+    source = rows.column(C.SOURCE_FILE)[0].as_py()
+    shard_id = _shard_id(source)
+    reasons = rows.column(C.REASON)
+    markers = pc.fill_null(pc.is_in(reasons, pa.array([SHARD_END, BAD_FILE])), False)
+    marker_rows = rows.filter(markers)
+    d = Descriptor(task=task, shard_id=shard_id, source=source, attempt=attempt)
+    for reason, count, message in zip(
+        marker_rows.column(C.REASON).to_pylist(), marker_rows.column(C.SHARD_ROWS).to_pylist(),
+        marker_rows.column(C.MESSAGE).to_pylist(),
+    ):
+        if reason == SHARD_END:
+            d.shard_rows = int(count)
+        else:
+            d.bad_file = message or "bad file"
+    data = rows.filter(pc.invert(markers))
+    if data.num_rows and d.bad_file is None:
+        data = _first_of_each_index(data)
+        ok = data.filter(data.column(C.REASON).is_null())
+        bad = data.filter(data.column(C.REASON).is_valid())
+        enriched = enriched_rows(ok, lineage, output_names)
+        rejects = reject_rows(bad, lineage, output_names)
+        name = f"part-{shard_id}-{attempt}.parquet"
+        if ok.num_rows:
+            d.files.append(_put_parquet(fs, root, name, enriched))
+        if bad.num_rows:
+            d.reject_files.append(_put_parquet(fs, root, f"_rejects/{name}", rejects))
+        d.ranges = to_ranges(data.column(C.ROW_INDEX).to_pylist())
+        d.quality = QualityCounters.of(enriched, rejects, output_names)
+    return d
+
+
+def _shard_id(source: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]  # = read.ShardInfo.shard_id
+
+
+def _first_of_each_index(table: pa.Table) -> pa.Table:
+    """Drop repeated row indexes inside one batch (keep the first copy)."""
+    indexes = table.column(C.ROW_INDEX).to_pylist()
+    if len(set(indexes)) == len(indexes):
+        return table
+    seen: set[int] = set()
+    keep = [not (i in seen or seen.add(i)) for i in indexes]  # type: ignore[func-returns-value]
+    return table.filter(pa.array(keep))
+
+
+def _put_parquet(fs: AbstractFileSystem, root: str, relative: str, table: pa.Table) -> WrittenFile:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=max(table.num_rows, 1))
+    data = sink.getvalue().to_pybytes()
+    path = posixpath.join(root.rstrip("/"), relative)
+    try:
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        fs.pipe_file(path, data)
+    except OSError as exc:  # retries exhausted: say which object (s3fs's message does not)
+        raise OSError(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {exc}") from exc
+    return WrittenFile(path=relative, rows=table.num_rows, bytes=len(data))
