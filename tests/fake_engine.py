@@ -125,3 +125,10 @@ def batch(n: int, start: int = 0, reasons: dict[int, str] | None = None, labels:
 
 def pid_file(folder: str) -> str:
     return os.path.join(folder, f"pid-{os.getpid()}")
+
+
+class BrokenBackend(FakeBackend):
+    """An engine that cannot start (unreadable weights)."""
+
+    def start(self, cfg: Any, occupancy: Any) -> tuple[FakeEngine, int]:
+        raise OSError("weights unreadable")

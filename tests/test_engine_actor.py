@@ -12,7 +12,7 @@ import pytest
 from enrich import columns as C
 from enrich.config import JobConfig
 from enrich.engine_ledger import CONVICTED, KILLED, EngineBudgetSpent, Ledger
-from enrich.generate import EngineActor
+from enrich.generate import EngineActor, EngineStartError
 from tests.fake_engine import POISON, FakeBackend, FakeEngine, answer, batch
 
 
@@ -131,7 +131,7 @@ def test_each_task_decodes_with_its_own_adapter() -> None:
 
 
 def test_dead_engine_reports_its_rows_and_exits_the_process() -> None:
-    ledger = Ledger(deaths_per_hour=5, max_start_failures=2)
+    ledger = Ledger(deaths_per_hour=5)
     with pytest.raises(Exited):
         run(make(FakeEngine(answer("a")), ledger=ledger), batch(4, poison={2}))
     assert len(ledger.deaths) == 1 and "EngineDeadError: EngineCore died" in ledger.deaths[0][2]
@@ -139,7 +139,7 @@ def test_dead_engine_reports_its_rows_and_exits_the_process() -> None:
 
 
 def test_poison_row_is_isolated_and_the_rest_completes() -> None:
-    ledger = Ledger(deaths_per_hour=10, max_start_failures=2)
+    ledger = Ledger(deaths_per_hour=10)
     table = batch(8, poison={5})
     deaths = 0
     while True:  # each loop is a restarted actor re-running the batch (Ray does this)
@@ -158,7 +158,7 @@ def test_poison_row_is_isolated_and_the_rest_completes() -> None:
 
 
 def test_spent_death_budget_fails_the_batch_with_the_cause() -> None:
-    ledger = Ledger(deaths_per_hour=1, max_start_failures=2)
+    ledger = Ledger(deaths_per_hour=1)
     with pytest.raises(Exited):
         run(make(FakeEngine(answer("a")), ledger=ledger), batch(2, poison={0}))
     with pytest.raises(EngineBudgetSpent) as failure:
@@ -171,25 +171,21 @@ def test_spent_death_budget_fails_the_batch_with_the_cause() -> None:
         make(FakeEngine(answer("a")), ledger=ledger)
 
 
-def test_start_failures_restart_then_fail_with_the_cause() -> None:
+def test_start_failure_fails_setup_with_the_cause_and_is_recorded() -> None:
     class Broken(FakeBackend):
         def start(self, cfg: Any, occupancy: Any) -> Any:
             raise OSError("weights unreadable")
 
-    ledger = Ledger(deaths_per_hour=10, max_start_failures=2)
-    for _ in range(2):
-        with pytest.raises(Exited):
-            Actor(config(), ledger=ledger, backend=Broken(FakeEngine(answer("a"))))
-    with pytest.raises(EngineBudgetSpent) as failure:
+    ledger = Ledger(deaths_per_hour=10)
+    with pytest.raises(EngineStartError) as failure:  # Ray Data replaces the actor, within budget
         Actor(config(), ledger=ledger, backend=Broken(FakeEngine(answer("a"))))
-    assert str(failure.value) == (
-        "engine error budget spent: engine failed to start 2 times in a row (max_start_failures=2); "
-        "last cause: OSError: weights unreadable"
-    )
+    assert str(failure.value) == "engine failed to start: OSError: weights unreadable"
+    assert ledger.summary()["start_failures"] == 1
+    assert ledger.summary()["start_failure_causes"] == ["OSError: weights unreadable"]
 
 
 def test_a_killed_engine_counts_as_a_death_at_its_restart() -> None:
-    ledger = Ledger(deaths_per_hour=10, max_start_failures=2)
+    ledger = Ledger(deaths_per_hour=10)
     assert ledger.admit_start("e1") is None
     ledger.ready("e1")
     assert ledger.admit_start("e1") is None  # restarted without having reported a death
@@ -198,10 +194,10 @@ def test_a_killed_engine_counts_as_a_death_at_its_restart() -> None:
 
 
 def test_occupancy_is_reported_per_engine() -> None:
-    ledger = Ledger(deaths_per_hour=10, max_start_failures=2)
+    ledger = Ledger(deaths_per_hour=10)
     actor = make(FakeEngine(answer("a")), ledger=ledger, max_num_seqs=16)
     run(actor, *(batch(8, start=8 * b) for b in range(4)))
-    stats = ledger.summary()["engines"][actor.engine_id]
+    stats = ledger.summary()["engines"][f"{actor.engine_id}#1"]
     assert stats["source"] == "in_flight" and stats["max_num_seqs"] == 16
     assert stats["requests"] == 32  # the warm-up is not counted
     assert 0.5 < stats["occupancy"] <= 1.0

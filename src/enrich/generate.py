@@ -31,6 +31,7 @@ import pyarrow as pa
 from enrich.config import JobConfig
 from enrich.cpu_slots import bind_engine_to_own_cores
 from enrich.engine_feed import Feeder, describe
+from enrich.engine_reaper import start_reaper
 from enrich.engine_ledger import EngineBudgetSpent, Ledger, LedgerClient
 from enrich.engine_stats import Occupancy, stat_logger_factory
 from enrich.model_store import local_model_path
@@ -160,21 +161,21 @@ class EngineActor:
         self.cfg = cfg
         self.backend = backend or VllmBackend()
         self.engine_id = _engine_id()
-        self.ledger = LedgerClient(ledger, cfg.engine.max_engine_deaths_per_hour, cfg.engine.max_start_failures)
+        self.ledger = LedgerClient(ledger, cfg.engine.max_engine_deaths_per_hour)
         refusal = self.ledger.call("admit_start", self.engine_id)
         if refusal:
             raise EngineBudgetSpent(f"engine error budget spent: {refusal}")
+        # The engine's processes must not outlive this actor, however it dies (engine_reaper).
+        self._reaper = start_reaper() if isinstance(self.backend, VllmBackend) else None
         self.loop = asyncio.new_event_loop()  # the engine's own loop: setup and batches share it
         threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True).start()
         try:
             self.feeder = self._on_loop(self._start()).result()
-        except Exception as exc:  # noqa: BLE001 - counted against the start-up budget, then restart
-            cause = describe(exc)
-            self.ledger.call("start_failed", self.engine_id, cause)
-            log.error("engine failed to start (%s); exiting so Ray restarts the actor", cause)
-            logging.shutdown()
-            self.exit_process(1)
-            raise
+        except Exception as exc:
+            # Ray Data replaces an actor whose setup failed, up to max_start_failures in a row.
+            self.ledger.call("start_failed", self.engine_id, describe(exc))
+            self.shutdown()
+            raise EngineStartError(f"engine failed to start: {describe(exc)}") from exc
         self._warm_up()
         self.feeder.occupancy.reset()
         self.ledger.call("ready", self.engine_id)
@@ -222,6 +223,7 @@ class EngineActor:
                 raise RuntimeError(f"task {label!r}: engine cannot decode with its constraint: {describe(exc)}") from exc
 
     async def __call__(self, table: pa.Table) -> pa.Table:
+        self.ledger.call("batch_started", self.engine_id, wait=False)
         out, stats = await asyncio.wrap_future(self._on_loop(self._batch(table)))
         self.ledger.call("report_stats", self.engine_id, stats, wait=False)
         return out
@@ -245,6 +247,10 @@ class EngineActor:
             self.shutdown()
         except Exception:  # noqa: BLE001 - interpreter teardown: nothing left to report to
             pass
+
+
+class EngineStartError(RuntimeError):
+    """The engine could not start (bad weights, out of memory, ...); the message has the cause."""
 
 
 def _engine_id() -> str:
