@@ -61,8 +61,8 @@ class EngineConfig(BaseModel):
     max_start_failures: int = Field(
         3,
         ge=1,
-        description="Error budget: consecutive start-up failures of one engine before the run "
-        "fails with the engine's cause.",
+        description="Error budget: engine start-up failures in a row (reset when an engine "
+        "starts) before the run fails with the engine's cause.",
     )
 
 
