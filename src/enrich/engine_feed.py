@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import math
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -220,11 +221,19 @@ class Feeder:
 
 
 def describe(exc: BaseException) -> str:
-    """`Type: message` of the exception and its causes (vLLM wraps the real one)."""
+    """`Type: message` of the exception and its causes (vLLM wraps the real one); an exception
+    without a message (MemoryError reading a corrupt file) says where it was raised."""
     parts = []
     seen: BaseException | None = exc
     while seen is not None and len(parts) < 4:
-        parts.append(f"{type(seen).__name__}: {seen}".rstrip(": "))
+        text = str(seen)
+        if not text and seen.__traceback__ is not None:
+            tb = seen.__traceback__
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            code = tb.tb_frame.f_code
+            text = f"raised in {code.co_name} ({os.path.basename(code.co_filename)})"
+        parts.append(f"{type(seen).__name__}: {text}".rstrip(": "))
         seen = seen.__cause__ or seen.__context__
     return " <- ".join(parts)
 
