@@ -15,8 +15,11 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from ray.exceptions import ActorDiedError
 
 from enrich.config import JobConfig
+from enrich.engine_ledger import KILLED, engine_report, run_ledger
+from enrich.engine_reaper import _start_time, descendants
 from enrich.pipeline import run
 from tests.helpers import check_every_row_once, read_output, row_keys, synthetic_addresses
 
@@ -49,32 +52,69 @@ def engine_actor_pids() -> list[int]:
     return pids
 
 
+def engine_processes(actor_pids: list[int]) -> dict[int, str]:
+    """The engine processes (EngineCore, workers) under the given actors; the reaper excluded."""
+    found: dict[int, str] = {}
+    for pid in actor_pids:
+        found.update(descendants(pid))
+    return {p: t for p, t in found.items() if "enrich.engine_reaper" not in _cmdline(p)}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(procs: dict[int, str]) -> list[int]:
+    return [pid for pid, started in procs.items() if _start_time(pid) == started]
+
+
 def test_engine_actor_killed_mid_run(tmp_path: Path, tiny_model: Path) -> None:
+    """SIGKILL an engine actor while it runs batches: its engine processes are gone within 10 s,
+    the restarted engine starts and re-runs the cut batches, every row lands exactly once."""
     rows_in = write_shards(tmp_path / "in", shards=4, rows=16)
     out = tmp_path / "out"
     cfg = JobConfig.model_validate(
-        {"input": str(tmp_path / "in"), "output": str(out), "model": str(tiny_model), "engine": ENGINE}
+        {"input": str(tmp_path / "in"), "output": str(out), "model": str(tiny_model),
+         "engine": {**ENGINE, "max_concurrent_batches": 2}}
     )
-    killed: list[int] = []
+    import ray
 
-    def kill_after_first_commit() -> None:
+    killed: list[int] = []
+    leaked: list[list[int]] = []
+
+    def kill_while_running() -> None:
         deadline = time.time() + 400
         while time.time() < deadline and not killed:
-            if list((out / "_manifests").glob("*.json")):
-                for pid in engine_actor_pids():
+            ledger = run_ledger()
+            if ledger is not None and list((out / "_manifests").glob("*.json")) and ray.get(ledger.open_batches.remote()):
+                actors = engine_actor_pids()
+                engine = engine_processes(actors)
+                for pid in actors:
                     os.kill(pid, signal.SIGKILL)  # a real crash: no cleanup, no exception
                     killed.append(pid)
+                gone_by = time.time() + 10
+                while time.time() < gone_by and _alive(engine):
+                    time.sleep(0.2)
+                leaked.append(_alive(engine) if engine else [-1])
             time.sleep(0.2)
 
-    killer = threading.Thread(target=kill_after_first_commit, daemon=True)
+    killer = threading.Thread(target=kill_while_running, daemon=True)
     killer.start()
     summary = run(cfg)
-    killer.join(timeout=5)
-    assert killed, "the engine actor was never killed (run finished too fast?)"
+    report = engine_report()
+    killer.join(timeout=15)
+    assert killed, "the engine actor was never killed while running a batch"
+    assert leaked == [[]], f"engine processes outlived their actor by 10 s: {leaked}"
+    assert report is not None
+    assert report["restarts"] >= 1 and report["rerun_batches"] >= 1, report
+    assert KILLED in report["death_causes"]
     assert summary.shards_processed == 4
     ok, bad, written = read_output(fsspec.filesystem("file"), str(out))
     check_every_row_once(ok, bad, written, rows_in)
-    assert engine_actor_pids() == [] or set(engine_actor_pids()).isdisjoint(killed)
+    assert set(engine_actor_pids()).isdisjoint(killed)
 
 
 def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
@@ -91,8 +131,14 @@ def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
     while time.time() < deadline and not list((out / "_manifests").glob("*.json")):
         assert first.poll() is None, "the first run ended before it could be killed"
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started
+    engine = engine_processes(engine_actor_pids())
+    assert engine, "no engine process found to watch"
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and everything in its process group
     first.wait(timeout=30)
+    gone_by = time.time() + 10
+    while time.time() < gone_by and _alive(engine):
+        time.sleep(0.2)
+    assert _alive(engine) == [], "engine processes outlived the killed driver by 10 s"
     _stop_orphans()
     committed_before = len(list((out / "_manifests").glob("*.json")))
     assert 1 <= committed_before < 4
@@ -127,9 +173,12 @@ def test_engine_that_cannot_start_fails_fast(tmp_path: Path, tiny_model: Path) -
         {"input": str(tmp_path / "in"), "output": str(tmp_path / "out"), "model": str(broken), "engine": ENGINE}
     )
     started = time.time()
-    with pytest.raises(Exception) as failure:
+    with pytest.raises(ActorDiedError) as failure:  # Ray Data re-raises the last engine's setup error
         run(cfg)
     assert time.time() - started < 240
-    text = str(failure.value) + repr(failure.value.__cause__)
-    assert any(word in text for word in ("safetensors", "header", "Engine core initialization failed", "EngineActor")), text
+    message = str(failure.value)
+    # The cause, named: vLLM reads the corrupt safetensors header's length and runs out of memory.
+    assert "EngineStartError: engine failed to start: MemoryError: raised in parse_safetensors_file_metadata" in message
+    report = engine_report()
+    assert report is not None and report["start_failures"] == cfg.engine.max_start_failures
     assert not (tmp_path / "out" / "_SUCCESS").exists()

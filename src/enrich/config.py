@@ -46,6 +46,24 @@ class EngineConfig(BaseModel):
     )
     seed: int = Field(0, description="Engine seed, for reproducible sampling.")
     max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the engine accepts.")
+    max_concurrent_batches: int = Field(
+        8,
+        ge=1,
+        description="Batches in flight per engine actor, so the engine's running set stays full "
+        "across batch boundaries (batch_size x this should reach the engine's max_num_seqs).",
+    )
+    max_engine_deaths_per_hour: int = Field(
+        20,
+        ge=0,
+        description="Error budget: engine deaths (crash, kill) per hour the run survives by "
+        "restarting the engine; one more fails the run, naming the last cause.",
+    )
+    max_start_failures: int = Field(
+        3,
+        ge=1,
+        description="Error budget: engine start-up failures in a row (reset when an engine "
+        "starts) before the run fails with the engine's cause.",
+    )
 
 
 class SamplingConfig(BaseModel):

@@ -1,27 +1,41 @@
-"""Generate: the engine actor. One vLLM engine per actor, loaded once in setup.
+"""Generate: the engine actor. One async vLLM engine per actor, loaded once in setup.
 
-Decoding is constrained by the task (JSON schema or a choice list) so outputs parse; a
-failure on one row never fails its batch: the batch is retried row by row and only the
-failing rows become `engine_error` rejects.
+Decoding is constrained by the task (JSON schema or a choice list) so outputs parse. Ray Data
+hands the actor several batches at once (`max_concurrent_batches`); `engine_feed` keeps the
+engine's running set full across them, one coroutine per row. A failure on one row never fails
+its batch (the row becomes an `engine_error` reject); a dead engine ends the actor's process so
+Ray restarts it, within the run's error budget (`engine_ledger`).
+
+Reproducibility: on CPU vLLM keeps no per-request seed (`request_seed`), so a sampled output
+depends on which rows share the engine's steps; with several batches in flight that grouping
+differs between runs, so sampled CPU outputs are not repeatable. Greedy decoding (the default,
+temperature 0) is, and so are seeded GPU runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import math
 import os
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from enrich import columns as C
 from enrich.config import JobConfig
 from enrich.cpu_slots import bind_engine_to_own_cores
+from enrich.engine_feed import Feeder, describe
+from enrich.engine_reaper import start_reaper
+from enrich.engine_ledger import EngineBudgetSpent, Ledger, LedgerClient
+from enrich.engine_stats import Occupancy, stat_logger_factory
 from enrich.model_store import local_model_path
 from enrich.tasks import Task, task_for
-from enrich.validate import RejectReason, validate_output
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +88,7 @@ def request_seed(cfg: JobConfig, offset: int = 0) -> int | None:
 
 def sampling_params(cfg: JobConfig, task: Task) -> Any:
     from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
     if task.choices:
         constraint = StructuredOutputsParams(choice=list(task.choices))
@@ -87,6 +101,7 @@ def sampling_params(cfg: JobConfig, task: Task) -> Any:
         max_tokens=s.max_tokens,
         seed=request_seed(cfg),
         structured_outputs=constraint,
+        output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, not one per token
     )
 
 
@@ -100,6 +115,35 @@ class TaskDecoding:
     lora: Any | None
 
 
+class VllmBackend:
+    """The real engine: vLLM's AsyncLLM. Tests pass a fake with the same four methods."""
+
+    def start(self, cfg: JobConfig, occupancy: Occupancy) -> tuple[Any, int]:
+        """(engine, max_num_seqs). Runs on the actor's engine loop: AsyncLLM binds its output
+        handler to the loop it is created on."""
+        from vllm import AsyncEngineArgs
+        from vllm.config import StructuredOutputsConfig
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        kwargs = engine_kwargs(cfg)
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(**kwargs["structured_outputs_config"])
+        vllm_config = AsyncEngineArgs(**kwargs, disable_log_stats=True).create_engine_config()
+        engine = AsyncLLM.from_vllm_config(
+            vllm_config, stat_loggers=[stat_logger_factory(occupancy)], disable_log_stats=True
+        )
+        return engine, vllm_config.scheduler_config.max_num_seqs
+
+    def decoding(self, cfg: JobConfig, task: Task, lora_id: int) -> TaskDecoding:
+        return TaskDecoding(task, sampling_params(cfg, task), lora_request(cfg, lora_id))
+
+    def retry_seed(self, cfg: JobConfig, attempt: int) -> int | None:
+        return request_seed(cfg, attempt)
+
+    def is_dead(self, exc: BaseException, engine: Any) -> bool:
+        # EngineGenerateError is a row's own failure in the async engine; only a dead core is fatal.
+        return type(exc).__name__ == "EngineDeadError" or bool(getattr(engine, "errored", False))
+
+
 class EngineActor:
     """Ray Data callable class: `__init__` is the setup (engine load), `__call__` a batch.
 
@@ -107,120 +151,117 @@ class EngineActor:
     multi-task run share one engine. Rows whose output is cut off at max_tokens are retried
     with twice the budget; rows whose output fails validation are resampled (seeded on GPU, so
     reruns repeat); both within `sampling.max_attempts`. The validate stage judges the last attempt.
+    `ledger`: the run's ledger actor name (`engine_ledger.start_ledger`), or a `Ledger` (tests).
     """
 
-    def __init__(self, cfg: JobConfig) -> None:
-        from vllm import LLM
+    exit_process: Callable[[int], Any] = staticmethod(os._exit)
 
+    def __init__(self, cfg: JobConfig, ledger: str | Ledger | None = None, backend: Any = None) -> None:
         started = time.monotonic()
         self.cfg = cfg
-        self._cpu_slot = None if _has_gpu() else bind_engine_to_own_cores(_cores_per_engine(cfg))
-        self.llm = LLM(**engine_kwargs(cfg))
-        adapters: dict[str, int] = {}
-        self.tasks: dict[str, TaskDecoding] = {}
-        for label, sub in cfg.task_configs().items():
-            task = task_for(sub)
-            lora_id = adapters.setdefault(sub.adapter, len(adapters) + 1) if sub.adapter else 0
-            self.tasks[label] = TaskDecoding(task, sampling_params(sub, task), lora_request(sub, lora_id))
-        self.default_label = next(iter(self.tasks))
+        self.backend = backend or VllmBackend()
+        self.engine_id = _engine_id()
+        self.ledger = LedgerClient(ledger, cfg.engine.max_engine_deaths_per_hour)
+        refusal = self.ledger.call("admit_start", self.engine_id)
+        if refusal:
+            raise EngineBudgetSpent(f"engine error budget spent: {refusal}")
+        # The engine's processes must not outlive this actor, however it dies (engine_reaper).
+        self._reaper = start_reaper() if isinstance(self.backend, VllmBackend) else None
+        self.loop = asyncio.new_event_loop()  # the engine's own loop: setup and batches share it
+        threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True).start()
+        try:
+            self.feeder = self._on_loop(self._start()).result()
+        except Exception as exc:
+            # Ray Data replaces an actor whose setup failed, up to max_start_failures in a row.
+            self.ledger.call("start_failed", self.engine_id, describe(exc))
+            self.shutdown()
+            raise EngineStartError(f"engine failed to start: {describe(exc)}") from exc
         self._warm_up()
-        log.info("engine ready in %.1fs (tasks: %s)", time.monotonic() - started, ", ".join(self.tasks))
+        self.feeder.occupancy.reset()
+        self.ledger.call("ready", self.engine_id)
+        log.info("engine ready in %.1fs (tasks: %s)", time.monotonic() - started, ", ".join(self.feeder.tasks))
+
+    async def _start(self) -> Feeder:
+        cfg = self.cfg
+        self._cpu_slot = None
+        if isinstance(self.backend, VllmBackend) and not _has_gpu():
+            self._cpu_slot = bind_engine_to_own_cores(_cores_per_engine(cfg))
+        occupancy = Occupancy(1)
+        engine, max_num_seqs = self.backend.start(cfg, occupancy)
+        occupancy.max_num_seqs = max(1, max_num_seqs)
+        adapters: dict[str, int] = {}
+        tasks: dict[str, TaskDecoding] = {}
+        for label, sub in cfg.task_configs().items():
+            lora_id = adapters.setdefault(sub.adapter, len(adapters) + 1) if sub.adapter else 0
+            tasks[label] = self.backend.decoding(sub, task_for(sub), lora_id)
+        in_flight = cfg.engine.batch_size * cfg.engine.max_concurrent_batches
+        if in_flight < max_num_seqs:
+            log.warning("batch_size x max_concurrent_batches = %d < max_num_seqs %d: the engine cannot be kept "
+                        "full", in_flight, max_num_seqs)
+        return Feeder(
+            cfg, engine, tasks, occupancy, self.ledger, self.engine_id,
+            retry_seed=lambda attempt: self.backend.retry_seed(cfg, attempt),
+            is_dead=lambda exc: self.backend.is_dead(exc, engine),
+            exit_process=self.exit_process,
+            max_pending=math.ceil(1.1 * max_num_seqs),
+        )
+
+    def _on_loop(self, coro: Any) -> Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def _warm_up(self) -> None:
         """Compile each decoding constraint once now: a schema the backend rejects must fail
         the job at start with its cause, not turn every row into an engine_error."""
-        prompt = [self.llm.get_tokenizer().eos_token_id or 0]
-        for label, d in self.tasks.items():
+        tokenizer = self.feeder.engine.get_tokenizer()
+        prompt = [tokenizer.eos_token_id or 0]
+        for label, d in self.feeder.tasks.items():
+            params = d.params.clone()
+            params.max_tokens = 1  # compiling the constraint is the point, not the output
             try:
-                self._run([prompt], [d.params], [d.lora])
+                self._on_loop(self.feeder._generate("warm-up", prompt, params, d.lora)).result()
             except Exception as exc:
-                raise RuntimeError(f"task {label!r}: engine cannot decode with its constraint: {exc}") from exc
+                raise RuntimeError(f"task {label!r}: engine cannot decode with its constraint: {describe(exc)}") from exc
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        reasons = table.column(C.REASON).to_pylist()
-        messages = table.column(C.MESSAGE).to_pylist()
-        token_ids = table.column(C.PROMPT_TOKEN_IDS).to_pylist()
-        texts_in = table.column(C.TEXT).to_pylist()
-        n = table.num_rows
-        labels = table.column(C.TASK).to_pylist() if C.TASK in table.column_names else [self.default_label] * n
-        decoding = [self.tasks[label] for label in labels]
-        texts: list[str | None] = [None] * n
-        finish: list[str | None] = [None] * n
-        n_tokens: list[int | None] = [None] * n
-        attempts = [0] * n
-        params = {i: decoding[i].params for i, r in enumerate(reasons) if r is None}
+    async def __call__(self, table: pa.Table) -> pa.Table:
+        self.ledger.call("batch_started", self.engine_id, wait=False)
+        out, stats = await asyncio.wrap_future(self._on_loop(self._batch(table)))
+        self.ledger.call("report_stats", self.engine_id, stats, wait=False)
+        return out
 
-        for attempt in range(1, self.cfg.sampling.max_attempts + 1):
-            if not params:
-                break
-            order = list(params)
-            results = self._generate(
-                [token_ids[i] for i in order], [params[i] for i in order], [decoding[i].lora for i in order]
-            )
-            params = {}
-            for i, result in zip(order, results):
-                attempts[i] = attempt
-                if isinstance(result, Exception):
-                    reasons[i], messages[i] = "engine_error", f"{type(result).__name__}: {result}"
-                    continue
-                texts[i], finish[i], tokens = result
-                n_tokens[i] = (n_tokens[i] or 0) + tokens  # all attempts: the work the row cost
-                retry = self._retry_params(decoding[i], result, texts_in[i], len(token_ids[i]), attempt)
-                if retry is not None:
-                    params[i] = retry
+    async def _batch(self, table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
+        out = await self.feeder.run_batch(table)
+        return out, self.feeder.occupancy.summary()
 
-        table = C.replace(table, C.REASON, pa.array(reasons, pa.string()))
-        table = C.replace(table, C.MESSAGE, pa.array(messages, pa.string()))
-        table = table.append_column(C.RAW_OUTPUT, pa.array(texts, pa.string()))
-        table = table.append_column(C.FINISH_REASON, pa.array(finish, pa.string()))
-        table = table.append_column(C.OUTPUT_TOKENS, pa.array(n_tokens, pa.int32()))
-        return table.append_column(C.ATTEMPTS, pa.array(attempts, pa.int32()))
+    def shutdown(self) -> None:
+        """Stop the engine's processes (EngineCore, workers) before the actor exits."""
+        feeder = getattr(self, "feeder", None)
+        if feeder is not None and hasattr(feeder.engine, "shutdown"):
+            feeder.engine.shutdown()
+            self.feeder = None
+        loop = getattr(self, "loop", None)
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
 
-    def _retry_params(
-        self, d: TaskDecoding, result: tuple[str, str | None, int], text: str | None, prompt_len: int,
-        attempt: int,
-    ) -> Any | None:
-        """Sampling params for another attempt, or None when the output is good (or final)."""
-        if attempt >= self.cfg.sampling.max_attempts:
-            return None
-        raw, finish_reason, _ = result
-        record, reason, _ = validate_output(d.task, raw, finish_reason, {"text": text})
-        if record is not None:
-            return None
-        params = d.params.clone()
-        if reason == RejectReason.TRUNCATED:
-            room = self.cfg.engine.max_model_len - prompt_len
-            params.max_tokens = min(d.params.max_tokens * 2**attempt, room)
-            return params if params.max_tokens > d.params.max_tokens else None
-        params.temperature = self.cfg.sampling.retry_temperature
-        params.seed = request_seed(self.cfg, attempt)  # resample, reproducibly where the platform allows
-        return params
-
-    def _generate(
-        self, prompts: list[list[int]], params: list[Any], loras: list[Any | None]
-    ) -> list[tuple[str, str | None, int] | Exception]:
-        if not prompts:
-            return []
+    def __del__(self) -> None:  # Ray Data drops the UDF when the pool shuts down gracefully
         try:
-            return [_unpack(o) for o in self._run(prompts, params, loras)]
-        except Exception as exc:  # noqa: BLE001 - isolate the bad row(s) below
-            if _engine_dead(exc):
-                raise  # the actor restarts and Ray re-runs the batch
-            log.warning("batch of %d failed (%s); retrying row by row", len(prompts), exc)
-        results: list[tuple[str, str | None, int] | Exception] = []
-        for prompt, param, lora in zip(prompts, params, loras):
-            try:
-                results.append(_unpack(self._run([prompt], [param], [lora])[0]))
-            except Exception as exc:  # noqa: BLE001
-                if _engine_dead(exc):
-                    raise
-                results.append(exc)
-        return results
+            self.shutdown()
+        except Exception:  # noqa: BLE001 - interpreter teardown: nothing left to report to
+            pass
 
-    def _run(self, prompts: list[list[int]], params: list[Any], loras: list[Any | None]) -> list[Any]:
-        requests = [{"prompt_token_ids": ids} for ids in prompts]
-        lora: Any = loras if any(loras) else None  # per request: tasks may differ in adapter
-        return self.llm.generate(requests, params, use_tqdm=False, lora_request=lora)
+
+class EngineStartError(RuntimeError):
+    """The engine could not start (bad weights, out of memory, ...); the message has the cause."""
+
+
+def _engine_id() -> str:
+    """The Ray actor id (kept across restarts, so the ledger sees one engine restart), else pid."""
+    try:
+        import ray
+
+        actor_id = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001
+        actor_id = None
+    return actor_id or f"local-{os.getpid()}"
 
 
 def lora_request(cfg: JobConfig, lora_id: int = 1) -> Any | None:
@@ -235,12 +276,3 @@ def lora_request(cfg: JobConfig, lora_id: int = 1) -> Any | None:
 
         path = snapshot_download(path)
     return LoRARequest(lora_name=f"adapter-{lora_id}", lora_int_id=lora_id, lora_path=path)
-
-
-def _unpack(output: Any) -> tuple[str, str | None, int]:
-    completion = output.outputs[0]
-    return completion.text, completion.finish_reason, len(completion.token_ids)
-
-
-def _engine_dead(exc: Exception) -> bool:
-    return type(exc).__name__ in ("EngineDeadError", "EngineGenerateError")

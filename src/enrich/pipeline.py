@@ -21,6 +21,7 @@ import pyarrow as pa
 from enrich.arrow_types import arrow_schema
 from enrich.commit import OutputCommitter, new_id
 from enrich.config import JobConfig
+from enrich.engine_stage import RAY_CHILD_CLEANUP_ENV, engine_stage_args, rows_per_block
 from enrich.generate import EngineActor
 from enrich.fanout import prepare_tasks
 from enrich.sink import WriteTarget, descriptors, validate_and_write
@@ -35,7 +36,6 @@ from enrich.write import Lineage
 
 log = logging.getLogger(__name__)
 
-MAX_ENGINE_RESTARTS = 3
 # Ray Data merges a task's outputs into blocks of up to 128 MiB: a whole shard would be one
 # block, which one engine takes while the others idle and nothing reaches the writer until
 # it is done. Small blocks (tens of rows) spread a shard over the engines; the engine stage
@@ -78,6 +78,8 @@ def init_ray(cfg: JobConfig) -> None:
         return
     # Embedded: vLLM's per-request INFO lines drown the job's own log unless asked for.
     level = os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")
+    for name, value in RAY_CHILD_CLEANUP_ENV.items():  # read by the raylet this init starts
+        os.environ.setdefault(name, value)
     ray.init(address="local", runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": level}})
 
 
@@ -110,7 +112,8 @@ def build_dataset(
     configs = cfg.task_configs()  # label -> task config, shipped to the stages once
     gpus = gpus_per_engine(cfg)
     engine_resources: dict[str, Any] = {"num_gpus": gpus} if gpus else {"num_cpus": cfg.engine.cpus_per_engine}
-    return (
+    prepare_args = {"num_cpus": STAGE_CPUS, "memory": PREPARE_MEMORY}
+    prepared = (
         ray.data.from_items(items, override_num_blocks=len(items))
         .map_batches(
             _read_shards, batch_size=1, batch_format="numpy", fn_kwargs={"cfg": cfg, "passthrough": passthrough},
@@ -118,21 +121,12 @@ def build_dataset(
         )
         .map_batches(
             prepare_tasks, batch_format="pyarrow", fn_kwargs={"configs": configs, "needs": needs},
-            num_cpus=STAGE_CPUS, memory=PREPARE_MEMORY,
+            **prepare_args,
         )
-        .map_batches(
-            EngineActor,
-            fn_constructor_kwargs={"cfg": cfg},
-            batch_size=cfg.engine.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=cfg.engine.num_engines),
-            # A dead engine: restart the actor and re-run its batch, a bounded number of times.
-            # (Also keeps reading and prompt rendering out of the engine actors: distinct
-            # remote args stop Ray Data from fusing those stages into them.)
-            max_restarts=MAX_ENGINE_RESTARTS,
-            max_task_retries=MAX_ENGINE_RESTARTS,
-            **engine_resources,
-        )
+    )
+    return (
+        rows_per_block(prepared, cfg.engine.batch_size, prepare_args)
+        .map_batches(EngineActor, **engine_stage_args(cfg, engine_resources))
         # Validate and write in one step, in `row_group_rows`-row batches: a file per shard per
         # batch (not one tiny file per 64 KiB block), and rows never travel to the driver.
         .map_batches(

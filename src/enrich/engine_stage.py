@@ -1,0 +1,68 @@
+"""How the pipeline feeds the engine stage: the actor pool's arguments, blocks of batch_size
+rows, and the Ray settings that keep an engine's processes from outliving its actor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from enrich.config import JobConfig
+from enrich.engine_ledger import start_ledger
+
+# Ray's raylet kills a worker's whole process group when the worker dies, also under SIGKILL:
+# vLLM's EngineCore and workers are children of the engine actor, in its process group.
+# (Read by the raylet at start: set before an embedded `ray.init`, and in the cluster's env.)
+RAY_CHILD_CLEANUP_ENV = {"RAY_process_group_cleanup_enabled": "1"}
+
+
+def engine_stage_args(cfg: JobConfig, resources: dict[str, Any]) -> dict[str, Any]:
+    """`map_batches` arguments of the engine stage (`EngineActor`), with the run's ledger."""
+    import ray
+
+    e = cfg.engine
+    ledger = start_ledger(e.max_engine_deaths_per_hour)
+    # An engine actor whose setup fails (or whose process dies in it) is replaced by a fresh one
+    # up to this many times in a row (the count resets when one starts); then the run fails
+    # with the last engine's error.
+    ray.data.DataContext.get_current().max_consecutive_actor_init_deaths = e.max_start_failures - 1
+    return {
+        "fn_constructor_kwargs": {"cfg": cfg, "ledger": ledger},
+        "batch_size": e.batch_size,
+        "batch_format": "pyarrow",
+        # max_concurrent_calls_per_actor becomes the actor's max_concurrency: that many batches
+        # run at once on the actor's async engine; twice as many are queued at the actor (Ray
+        # Data's default ratio) so the next batch is there when one completes.
+        "compute": ray.data.ActorPoolStrategy(
+            size=e.num_engines,
+            max_concurrent_calls_per_actor=e.max_concurrent_batches,
+            max_tasks_in_flight_per_actor=2 * e.max_concurrent_batches,
+        ),
+        # A dead engine exits its actor; Ray restarts it and re-runs its batches, without limit:
+        # the run's ledger enforces the error budget. (Distinct remote args also keep reading
+        # and prompt rendering out of the engine actors: Ray Data does not fuse them in.)
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        **resources,
+    }
+
+
+def rows_per_block(ds: Any, rows: int, upstream_remote_args: dict[str, Any]) -> Any:
+    """`ds` with blocks of `rows` rows (the engine's batch_size), so a batch never splits as
+    64 + 16 the way ~80-row 64 KiB blocks did.
+
+    This is Ray's streaming repartition (`ds.repartition(target_num_rows_per_block=rows)`), given
+    the remote args of the stage before it. The public call gives it `num_cpus=1`, which differs
+    from that stage's 0.25, so Ray Data runs it as a stage of its own that needs a whole free CPU;
+    with two engines holding 1.5 of 2 CPUs it never starts (the deadlock seen before). With equal
+    args Ray Data fuses it into the stage before it (MapBatches -> StreamingRepartition, non-strict):
+    no extra task, no extra CPU, the rows are sliced as they are produced.
+    """
+    from ray.data._internal.logical.interfaces import LogicalPlan
+    from ray.data._internal.logical.operators import StreamingRepartition
+    from ray.data.dataset import Dataset
+
+    op = StreamingRepartition(
+        target_num_rows_per_block=rows,
+        input_dependencies=[ds._logical_plan.dag],
+        ray_remote_args=dict(upstream_remote_args),
+    )
+    return Dataset._from_parent(ds, LogicalPlan(op, ds.context))

@@ -1,0 +1,42 @@
+"""The reaper: a process's children die with it even under SIGKILL (no vLLM, no Ray)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from enrich.engine_reaper import _start_time, descendants
+
+# A stand-in engine actor: starts its reaper, then an "EngineCore" child, then waits.
+ACTOR = """
+import subprocess, sys, time
+from enrich.engine_reaper import start_reaper
+start_reaper()
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+time.sleep(600)
+"""
+
+
+def test_children_die_within_seconds_of_a_sigkilled_parent() -> None:
+    actor = subprocess.Popen([sys.executable, "-c", ACTOR], env={**os.environ})
+    try:
+        deadline = time.time() + 30
+        engine: dict[int, str] = {}
+        while time.time() < deadline and len(engine) < 1:
+            found = descendants(actor.pid)
+            engine = {p: t for p, t in found.items() if b"engine_reaper" not in open(f"/proc/{p}/cmdline", "rb").read()}
+            time.sleep(0.1)
+        assert engine, "the stand-in engine never started"
+        time.sleep(1.5)  # the reaper has taken a snapshot
+        os.kill(actor.pid, signal.SIGKILL)
+        actor.wait()
+        gone_by = time.time() + 10
+        while time.time() < gone_by and any(_start_time(p) == t for p, t in engine.items()):
+            time.sleep(0.1)
+        assert [p for p, t in engine.items() if _start_time(p) == t] == []
+    finally:
+        if actor.poll() is None:
+            actor.kill()

@@ -1,0 +1,76 @@
+"""The occupancy measure: time-weighted running sequences / max_num_seqs, idle time between
+batches, scheduler stats preferred over the actor's own in-flight count."""
+
+from __future__ import annotations
+
+from enrich.engine_stats import Occupancy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_in_flight_count_capped_at_max_num_seqs_when_no_scheduler_stats() -> None:
+    clock = Clock()
+    occ = Occupancy(4, clock)
+    for _ in range(6):  # 6 requests, the engine runs at most 4
+        occ.submitted()
+    clock.t += 10
+    for _ in range(6):
+        occ.finished()
+    s = occ.summary()
+    assert s["source"] == "in_flight"
+    assert s["occupancy"] == 1.0 and s["active_seconds"] == 10 and s["idle_seconds"] == 0
+
+
+def test_idle_gap_between_batches_counts_against_occupancy() -> None:
+    clock = Clock()
+    occ = Occupancy(2, clock)
+    occ.submitted()
+    occ.submitted()
+    clock.t += 4
+    occ.finished()
+    occ.finished()
+    clock.t += 4  # the engine waits for the next batch
+    occ.submitted()
+    occ.submitted()
+    clock.t += 2
+    occ.finished()
+    occ.finished()
+    s = occ.summary()
+    assert s["idle_seconds"] == 4 and s["active_seconds"] == 10
+    assert s["occupancy"] == 0.6 and s["mean_running"] == 1.2
+
+
+def test_scheduler_stats_replace_the_in_flight_count() -> None:
+    clock = Clock()
+    occ = Occupancy(8, clock)
+    for _ in range(8):
+        occ.submitted()
+    occ.scheduler(2)  # 8 submitted, the engine runs 2 (say, memory-bound)
+    clock.t += 10
+    occ.scheduler(2)
+    for _ in range(8):
+        occ.finished()
+    s = occ.summary()
+    assert s["source"] == "scheduler"
+    assert s["occupancy"] == 0.25
+
+
+def test_reset_forgets_the_warm_up() -> None:
+    clock = Clock()
+    occ = Occupancy(1, clock)
+    occ.submitted()
+    clock.t += 5
+    occ.finished()
+    occ.reset()
+    clock.t += 50
+    occ.submitted()
+    clock.t += 1
+    occ.finished()
+    s = occ.summary()
+    assert s["requests"] == 1 and s["idle_seconds"] == 0 and s["active_seconds"] == 1 and s["occupancy"] == 1.0
