@@ -695,7 +695,6 @@ def test_async_step_engine_times_steps_like_the_simulated_engine():
 
 
 def test_enrich_feeder_keeps_the_gpu_like_engine_near_ideal():
-    pytest.importorskip("enrich.engine_feed", reason="the async EngineActor (engine branch) is not on this branch")
     rows = feeding.make_rows(500, seed=2)
     r = feeding_actor.run(rows, feeding.GPU_L4, 64)
     assert r["rows_with_wrong_attempts"] == 0 and r["engine_errors"] == 0  # every retry ran, no more

@@ -46,6 +46,15 @@ class EngineConfig(BaseModel):
     )
     seed: int = Field(0, description="Engine seed, for reproducible sampling.")
     max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the engine accepts.")
+    max_num_seqs: int | None = Field(
+        None, ge=1,
+        description="Sequences the engine schedules at once (vLLM max_num_seqs); default: vLLM's "
+        "own for the async engine. Pin it to compare systems at equal settings.",
+    )
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1,
+        description="Tokens the engine schedules per step (vLLM max_num_batched_tokens); default: vLLM's.",
+    )
     max_concurrent_batches: int = Field(
         8,
         ge=1,

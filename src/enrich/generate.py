@@ -56,7 +56,15 @@ def engine_kwargs(cfg: JobConfig) -> dict[str, Any]:
         # Compact JSON: without it random or weak models can emit whitespace forever.
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
         **_lora_kwargs(cfg),
+        **_scheduler_kwargs(cfg),
     }
+
+
+def _scheduler_kwargs(cfg: JobConfig) -> dict[str, Any]:
+    # Only when pinned: vLLM's defaults depend on the platform and the engine class.
+    e = cfg.engine
+    pinned = {"max_num_seqs": e.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens}
+    return {k: v for k, v in pinned.items() if v is not None}
 
 
 def _lora_kwargs(cfg: JobConfig) -> dict[str, Any]:

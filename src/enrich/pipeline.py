@@ -21,6 +21,7 @@ import pyarrow as pa
 from enrich.arrow_types import arrow_schema
 from enrich.commit import OutputCommitter, new_id
 from enrich.config import JobConfig
+from enrich.engine_ledger import engine_report
 from enrich.engine_stage import RAY_CHILD_CLEANUP_ENV, engine_stage_args, rows_per_block
 from enrich.generate import EngineActor
 from enrich.fanout import prepare_tasks
@@ -193,6 +194,7 @@ def _run(cfg: JobConfig, shards: list[ShardInfo], outputs: dict[str, TaskOutput]
     if cfg.multi_task and todo:
         remove(root_fs, join(root, "_SUCCESS"))
     engine_started = None
+    engines: dict[str, Any] | None = None
     timeline: list[tuple[float, int, int]] = []
     if todo:
         init_ray(cfg)
@@ -211,7 +213,8 @@ def _run(cfg: JobConfig, shards: list[ShardInfo], outputs: dict[str, TaskOutput]
                 progress.add_counts(q.rows_ok + q.rows_rejected, q.rows_rejected, q.output_tokens_sum)
             progress.maybe_log(sum(c.done_bytes() for c in committers), sum(len(c.committed) for c in committers))
         timeline = progress.timeline.points
-    summaries = [_finish(out, started, engine_started, timeline) for out in outputs.values()]
+        engines = engine_report()
+    summaries = [_finish(out, started, engine_started, timeline, engines) for out in outputs.values()]
     if cfg.multi_task:  # the run's own record: each task's summary; _SUCCESS when all are done
         by_task = {label: s.model_dump(mode="json") for label, s in zip(outputs, summaries)}
         put(root_fs, join(root, "_summary.json"), json.dumps({"tasks": by_task}, indent=2).encode("utf-8"))
@@ -230,12 +233,16 @@ def _task_output(cfg: JobConfig, shards: list[ShardInfo], run_id: str) -> TaskOu
     return TaskOutput(cfg, lineage, output_names, committer, todo)
 
 
-def _finish(out: TaskOutput, started: float, engine_started: float | None, timeline: list) -> RunSummary:
+def _finish(
+    out: TaskOutput, started: float, engine_started: float | None, timeline: list,
+    engines: dict[str, Any] | None = None,
+) -> RunSummary:
     """Commit the task's last shards (or fail naming the incomplete ones); _summary.json and
     the run report from the manifests' counters, then _SUCCESS."""
     committer = out.committer
     committer.finish()
     summary = build_summary(out.cfg, out.lineage, committer, started, engine_started)
+    summary.engines = engines
     try:
         from enrich.report import SUMMARY_QUALITY, write_run_report
 

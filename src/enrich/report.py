@@ -171,6 +171,7 @@ def _markdown(s: RunSummary, q: dict[str, Any], shards: Sequence[ShardManifest],
                  [[s.rows_in, s.rows_ok, s.rows_rejected, "OK" if s.invariant_ok else "BROKEN",
                    s.shards_processed, s.shards_skipped, s.wall_seconds, s.rows_per_second,
                    s.output_tokens_per_second]]),
+        _engines_md(s.engines),
         f"## Quality (whole output: {q['shards']} shard{'s' * (q['shards'] != 1)})",
         md_table(["metric", "value", "rows"], [
             ["ok rate (rows_ok / rows_in)", pct(ok, n), f"{ok} / {n}"],
@@ -208,3 +209,17 @@ def _markdown(s: RunSummary, q: dict[str, Any], shards: Sequence[ShardManifest],
         "![tokens per row](token_lengths.png)",
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _engines_md(engines: dict[str, Any] | None) -> str:
+    """How full the engines were (time-weighted running sequences / max_num_seqs) and their churn."""
+    if not engines:
+        return "## Engines\nNo engine ran in this run."
+    rows = [[name, e.get("occupancy"), e.get("idle_seconds"), e.get("source", "")]
+            for name, e in sorted(engines.get("engines", {}).items())]
+    churn = (f"deaths {engines.get('engine_deaths', 0)}, restarts {engines.get('restarts', 0)}, "
+             f"re-run batches {engines.get('rerun_batches', 0)}, poison rows {len(engines.get('poison_rows', []))}")
+    return "\n".join([
+        f"## Engines (occupancy {engines.get('occupancy')}; {churn})",
+        md_table(["engine", "occupancy", "idle s between batches", "source"], rows) if rows else "",
+    ])

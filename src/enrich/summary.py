@@ -47,6 +47,13 @@ class RunSummary(BaseModel):
     output: str
     engine: dict[str, Any]
     sampling: dict[str, Any]
+    engines: dict[str, Any] | None = Field(
+        None,
+        description="The run's engines (from the engine ledger): occupancy per engine (time-weighted "
+        "running sequences / max_num_seqs) and overall, idle seconds between batches, engine deaths "
+        "and their causes, restarts, re-run batches, start failures, poison rows. None when no "
+        "engine ran (everything was already done).",
+    )
     quality: dict[str, Any] | None = Field(
         None,
         description="Quality of the whole output (from _report/quality.json): validation pass "
