@@ -55,14 +55,14 @@ MINORITY_NAMES = (
 )
 MOBILE_PREFIXES = tuple(str(p) for p in [*range(130, 140), *range(150, 160), 162, 165, 166, 167,
                                          *range(170, 179), *range(180, 190), *range(191, 200), 145, 147])
-NAME_LABELS = ("收件人", "收货人", "联系人", "姓名", "收件者", "接收人", "收件人姓名", "收货人姓名", "寄给",
-               "name", "Name", "NAME", "客户", "")
+NAME_LABELS = ("收件人", "收货人", "联系人", "姓名", "收件者", "接收人", "接收者", "收件人姓名", "收货人姓名",
+               "寄给", "给", "收件", "name", "Name", "NAME", "客户", "")
 PHONE_LABELS = ("tel", "Tel", "TEL", "电话", "手机号", "手机", "MOBILE", "Mobile", "mobile", "联系电话",
-                "电话号码", "手机号码", "联系方式", "phone", "Phone", "号码", "")
+                "电话号码", "手机号码", "联系方式", "phone", "Phone", "号码", "call", "contact", "")
 LANDLINE_LABELS = ("tel", "TEL", "电话", "座机", "固话", "联系电话", "电话号码", "")
 ADDR_LABELS = ("地址", "收货地址", "详细地址", "收件地址", "所在地区", "address", "")
-LABEL_SEPS = ("：", ":", ": ", "：", " ", "", "=")
-PART_SEPS = ("，", ",", " ", "；", ";", " , ", "  ", "|", " | ", "/", "、", "\t", "，", " ", "")
+LABEL_SEPS = ("：", ":", ": ", "：", " ", "", "=", "是", "为", "：是")
+PART_SEPS = ("，", ",", " ", "；", ";", " , ", "  ", "|", " | ", "/", "／", "、", "\t", "，", " ", "")
 ROADS = ("路", "街", "大道", "大街", "巷", "弄", "道", "胡同", "中路", "东路", "西路", "南路", "北路")
 PLACE_CHARS = "人民解放建设和平新华中山文化胜利光明朝阳青年幸福长江黄河学府工业迎宾东风北京南京江南滨江科技创业花园丽景金桥"
 BUILDINGS = ("小区", "花园", "家园", "公寓", "大厦", "广场", "中心", "苑", "城", "府", "湾", "新村", "产业园",
@@ -106,12 +106,6 @@ def _places() -> tuple[list[tuple[Division, Division | None, Division]], dict[st
     return triples, by_city
 
 
-def _city_name(prov: Division, city: Division | None, county: Division) -> str:
-    if prov.adcode in MUNICIPALITIES:
-        return prov.name
-    return city.name if city is not None else county.name  # 仙桃市: the county-level city itself
-
-
 def _name(rng: random.Random) -> str:
     roll = rng.random()
     if roll < 0.05:
@@ -126,8 +120,10 @@ def _name(rng: random.Random) -> str:
 
 def _phone(rng: random.Random) -> tuple[str, bool]:
     roll = rng.random()
-    if roll < 0.8:
+    if roll < 0.76:
         return rng.choice(MOBILE_PREFIXES) + f"{rng.randrange(10**8):08d}", False
+    if roll < 0.8:  # 11 digits fitting no numbering plan: order systems hold such numbers too
+        return str(rng.randint(0, 9)) + f"{rng.randrange(10**10):010d}", False
     area = rng.choice(("010", "020", "021", "022", "023", "024", "025", "027", "028", "029")) if rng.random() < 0.5 \
         else "0" + str(rng.randint(310, 999))
     local = str(rng.randint(2, 8)) + "".join(str(rng.randrange(10)) for _ in range(rng.choice((6, 7, 7))))
@@ -151,28 +147,34 @@ def _composed_location(rng: random.Random) -> str:
     return out
 
 
-def _region(rng: random.Random, prov: Division, city: Division | None, county: Division) -> list[str]:
-    """The region as typed: full, short province, no province, short city, no city (inferred)."""
+def _region(
+    rng: random.Random, prov: Division, city: Division | None, county: Division
+) -> tuple[list[str], str, str]:
+    """The region as typed (full, short province, no province, short city, no city), and the gold
+    city and district: the city as written when written (杭州 stays 杭州), the county's city when
+    inferred; a municipality's city is itself; a province-administered county (仙桃市) is the city."""
     if prov.adcode in MUNICIPALITIES:
         head = rng.choices([[prov.name], [prov.short], [], [prov.name, prov.name]], [60, 22, 12, 6])[0]
-        return [*head, county.name]
+        return [*head, county.name], prov.name, county.name
     if city is None:
-        return rng.choices([[prov.name, county.name], [prov.short, county.name], [county.name]], [50, 20, 30])[0]
+        head = rng.choices([[prov.name], [prov.short], []], [50, 20, 30])[0]
+        return [*head, county.name], county.name, ""
     city_short = city.name.removesuffix("市") if city.name.endswith("市") else city.name
-    options = [
-        ([prov.name, city.name], 36), ([city.name], 24), ([prov.short, city.name], 12),
-        ([prov.name, city_short], 6), ([city_short], 4), ([prov.short + city.name], 4), ([prov.name], 5),
-        ([], 3),
+    full, short = city.name, city_short
+    options = [  # (head, the city as written or inferred), weight
+        (([prov.name, full], full), 38), (([full], full), 26), (([prov.short, full], full), 12),
+        (([prov.name, short], short), 4), (([short], short), 3), (([prov.short + full], full), 4),
+        (([prov.name], full), 5), (([], full), 3),
     ]
-    head = rng.choices([h for h, _ in options], [w for _, w in options])[0]
+    head, written = rng.choices([h for h, _ in options], [w for _, w in options])[0]
     if county.name == city.name:  # a county sharing its city's name: keep both levels visible
-        head = [prov.name, city.name]
-    return [*head, county.name]
+        head, written = [prov.name, full], full
+    return [*head, county.name], written, county.name
 
 
-def _labelled(rng: random.Random, labels: tuple[str, ...], value: str) -> str:
+def _labelled(rng: random.Random, labels: tuple[str, ...], value: str, seps: tuple[str, ...] = LABEL_SEPS) -> str:
     label = rng.choice(labels)
-    return label + rng.choice(LABEL_SEPS) + value if label else value
+    return label + rng.choice(seps) + value if label else value
 
 
 def example(rng: random.Random) -> tuple[str, dict[str, str]]:
@@ -186,11 +188,15 @@ def example(rng: random.Random) -> tuple[str, dict[str, str]]:
     loc = rng.choice(frags) if rng.random() < 0.7 else _composed_location(rng)
     name = _name(rng) if rng.random() > 0.015 else ""
     phone, landline = _phone(rng) if rng.random() > 0.015 else ("", False)
-    region = _region(rng, prov, city, county)
+    region, city_gold, district_gold = _region(rng, prov, city, county)
     addr = (" " if rng.random() < 0.12 else "").join([*region, loc])
+    if name and rng.random() < 0.06:  # the name glued to the location: "…3号楼18层索南扎西"
+        addr, name_glued = addr + name, True
+    else:
+        name_glued = False
     if rng.random() < 0.3:
-        addr = _labelled(rng, ADDR_LABELS, addr)
-    parts = [p for p in (_labelled(rng, NAME_LABELS, name) if name else "",
+        addr = _labelled(rng, ADDR_LABELS, addr, LABEL_SEPS[:7])
+    parts = [p for p in (_labelled(rng, NAME_LABELS, name) if name and not name_glued else "",
                          _labelled(rng, LANDLINE_LABELS if landline else PHONE_LABELS, phone) if phone else "") if p]
     order = rng.random()
     if order < 0.45:
@@ -205,8 +211,8 @@ def example(rng: random.Random) -> tuple[str, dict[str, str]]:
     text = sep.join(parts)
     gold = {
         "province": prov.name,
-        "city": _city_name(prov, city, county),
-        "district": county.name,
+        "city": city_gold,
+        "district": district_gold,
         "specific_location": loc,
         "name": name,
         "phone": phone,
