@@ -21,6 +21,9 @@ from enrich.tasks.divisions import division_table
 SHAPE = {
     "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
     "num_key_value_heads": 2, "head_dim": 64,  # head_dim 64: smaller ones fail in vLLM-CPU's attention
+    # Qwen3's theta (1e6) leaves few fast-rotating RoPE dimensions; rows are ~150 tokens, and copying
+    # spans needs attention by relative position, which the classic 1e4 gives more of.
+    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
 }
 
 
