@@ -34,5 +34,8 @@ bench: install
 	$(PY) -m pip install --quiet -e '.[$(EXTRA),test,bench]'
 	$(PY) bench/run.py
 
+demo-model: install  # ~2 h on 2 shared CPU cores: generated data, compact tokenizer, `enrich train --full`
+	$(PY) -m enrich.demo_model .cache/demo-model && RAY_worker_niceness=0 nice -n 10 $(PY) -m enrich.cli train --full --data .cache/demo-model/train.jsonl --base .cache/demo-model/base --output models/demo-address --checkpoints .cache/demo-model/checkpoints --max-steps 6000 --eval-steps 500 --eval-split 0.005 --batch-size 8 --learning-rate 3e-3 --warmup-ratio 0.02 --torch-threads 1 --seed 0
+
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

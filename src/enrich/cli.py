@@ -91,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_options(run.add_argument_group(nested, model.__doc__), model, f"{nested}.")
     sub.add_parser("tasks", help="list the available tasks and their output schemas")
     _add_eval_parser(sub)
+    _add_train_parser(sub)
     return parser
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from enrich.train_cli import add_train_parser  # `enrich train` lives in train_*.py
+
+    add_train_parser(sub)
 
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -237,6 +244,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval":
         setup_logging(args.log_level)
         return _eval(args)
+    if args.command == "train":
+        return args.run(args)
     try:
         cfg = config_from_args(args)
     except (ValueError, OSError, yaml.YAMLError) as exc:  # pydantic's ValidationError is a ValueError

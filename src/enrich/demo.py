@@ -1,8 +1,9 @@
 """`make demo`: the address job on the bundled sample shards, embedded Ray, local files.
 
-ENRICH_MODEL=<hub id, folder or s3:// prefix> runs the real fine-tuned model. Without it
-(e.g. no hub access) the demo builds the tiny random-weight checkpoint and says so loudly:
-outputs are then schema-valid but meaningless.
+ENRICH_MODEL=<hub id, folder or s3:// prefix> runs that model. Without it the demo runs the
+small address model trained here (models/demo-address, `make demo-model`); only if that folder
+is missing does it build the tiny random-weight checkpoint and say so loudly: outputs are then
+schema-valid but meaningless.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 from enrich.config import JobConfig
 from enrich.logs import LEVELS, setup_logging
 
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo-address"
 BANNER = """
 ###########################################################################
 #  ENRICH_MODEL is not set: using the TINY RANDOM-WEIGHT Qwen3 checkpoint. #
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)  # before Ray starts: its workers inherit the levels
 
     model = os.environ.get("ENRICH_MODEL")
+    if not model and (DEMO_MODEL / "config.json").exists():
+        model = str(DEMO_MODEL)
     tiny = not model
     if not model:
         from enrich.tiny_checkpoint import build_tiny_checkpoint
