@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from enrich.tiny_checkpoint import CHAT_TEMPLATE, QWEN_PATTERN, SPECIAL_TOKENS
+from enrich.tiny_checkpoint import QWEN_PATTERN, SPECIAL_TOKENS, qwen_tokenizer
 
 # Whole-word merges: JSON keys of the address task and chat-template words.
 WORDS = (
@@ -79,7 +79,6 @@ def build_compact_tokenizer(
     Its pieces mostly start with a full-width mark (`，专门负责…`, `（城市名称`), so the merges
     rarely fire inside an address; where they do, training and serving tokenize alike."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     b2u = bytes_to_unicode()
     vocab: dict[str, int] = {b2u[b]: b for b in range(256)}
@@ -100,15 +99,7 @@ def build_compact_tokenizer(
     ])
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=SPECIAL_TOKENS[1:],
-        model_max_length=4096,
-        clean_up_tokenization_spaces=False,
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = qwen_tokenizer(backend)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out))

