@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from enrich import columns as C
-from enrich.commit import IncompleteShardsError, OutputCommitter, OutputExistsError
+from enrich.commit import IncompleteShardsError, OutputCommitter, OutputExistsError, StaleShardsError
 from enrich.config import JobConfig
 from enrich.lease import OutputLockedError
 from enrich.output import read_output
@@ -218,6 +218,21 @@ def test_plan_skips_committed_shards(tmp_path: Path) -> None:
     assert committer(tmp_path).plan([changed]) == [changed]  # the input changed: redo it
 
 
+def test_a_renamed_input_is_refused_not_doubled(tmp_path: Path) -> None:
+    """The same rows under a new file name would sit beside the old shard's rows: refused
+    before any work (also with --overwrite), and the output is left as it was."""
+    a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
+    _run_once(tmp_path, [a])
+    before = files_under(tmp_path / "out")
+    for extra in ({}, {"overwrite": True}):
+        with pytest.raises(StaleShardsError, match="a.jsonl.*does not list") as info:
+            committer(tmp_path, **extra).plan([b])
+        assert isinstance(info.value, OutputExistsError)  # exit 2: nothing ran
+    assert [f for f in files_under(tmp_path / "out") if not f.startswith("_lease")] == \
+        [f for f in before if not f.startswith("_lease")]
+    assert committer(tmp_path).plan([a, b]) == [b]  # both listed: a is done, b to do
+
+
 def test_plan_everything_done_keeps_success(tmp_path: Path) -> None:
     a = make_shard(tmp_path, "a.jsonl")
     _run_once(tmp_path, [a])
@@ -262,7 +277,7 @@ def test_unlisted_part_files_removed_at_finish(tmp_path: Path) -> None:
     a, b = make_shard(tmp_path, "a.jsonl"), make_shard(tmp_path, "b.jsonl")
     _run_once(tmp_path, [b])
     oc = committer(tmp_path)
-    oc.plan([a])
+    assert oc.plan([a, b]) == [a]
     write(oc, finished(a, [0, 1, 2]), "crashed")  # written, never delivered
     deliver(oc, finished(a, [0, 1], 2), "w")
     assert (tmp_path / "out" / f"part-{a.shard_id}-crashed.parquet").exists()

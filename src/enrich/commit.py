@@ -42,6 +42,11 @@ class OutputExistsError(RuntimeError):
     """The output holds committed shards of another fingerprint (needs --overwrite)."""
 
 
+class StaleShardsError(OutputExistsError):
+    """The output holds shards of input files this run does not list (renamed or removed):
+    their rows would stay in the output beside this run's, so the run refuses to start."""
+
+
 class IncompleteShardsError(RuntimeError):
     """The stream ended before every row of some shards was delivered: they are not committed."""
 
@@ -91,6 +96,7 @@ class OutputCommitter:
         means done, unless overwriting); nothing is deleted here."""
         self.lease.acquire(self.cfg.output)
         existing = self.existing()
+        self._refuse_stale(existing, shards)
         resumed = self._overwrite_runs() if self.cfg.overwrite else set()
         todo = []
         for shard in shards:
@@ -116,6 +122,19 @@ class OutputCommitter:
         if todo:
             self._remove([self.path("_SUCCESS")])
         return todo
+
+    def _refuse_stale(self, existing: dict[str, ShardManifest], shards: list[ShardInfo]) -> None:
+        """A committed shard whose input is gone from this run (renamed, moved, deleted) would
+        keep its rows in the output next to the new ones: a renamed file would count twice."""
+        current = {s.shard_id for s in shards}
+        stale = sorted(m.source for sid, m in existing.items() if sid not in current)
+        if stale:
+            more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+            raise StaleShardsError(
+                f"{self.cfg.output} holds rows of {stale[0]}{more}, which this run's input does not list "
+                "(renamed or removed?); they would stay beside this run's rows. Choose another --output, "
+                "or delete those shards' _manifests/<shard>.json files first"
+            )
 
     def _overwrite_runs(self) -> set[str]:
         """Runs of an interrupted --overwrite with this fingerprint (from `_overwrite.json`),
