@@ -415,3 +415,21 @@ def test_parquet_large_string_and_null_text(tmp_path: Path) -> None:
     assert table.column(C.TEXT).type == pa.string()
     assert table.column(C.TEXT).to_pylist() == ["a", None]
     assert table.column(C.REASON).to_pylist() == [None, None]
+
+
+def test_parquet_short_read_fails_against_the_footer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shard's count must come from what was decoded AND agree with the footer: a decoder
+    that silently loses a batch (simulated) fails the shard instead of certifying a short one."""
+    f = tmp_path / "in" / "a.parquet"
+    f.parent.mkdir()
+    pq.write_table(pa.table({"text": [f"t{i}" for i in range(10)]}), f, row_group_size=4)
+    real = pq.ParquetFile.iter_batches
+
+    def lossy(self: pq.ParquetFile, *args: Any, **kwargs: Any) -> Any:
+        batches = list(real(self, *args, **kwargs))
+        return iter(batches[:-1] if kwargs.get("row_groups") == [1] else batches)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lossy)
+    with pytest.raises(InputError, match="decoded 6 rows but its footer declares 10") as info:
+        read_all(f, "parquet", make_cfg(f, tmp_path, read_chunk_rows=4))
+    assert str(f) in str(info.value)

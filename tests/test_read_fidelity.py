@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from enrich import columns as C
 from enrich.config import JobConfig
-from enrich.read import InputError, ShardInfo, discover_shards, passthrough_schema, read_shard
+from enrich.read import SHARD_END, InputError, ShardInfo, discover_shards, passthrough_schema, read_shard
 
 
 def cfg_for(folder: Path, tmp_path: Path, **extra: Any) -> JobConfig:
@@ -34,11 +35,16 @@ def inputs(table: pa.Table) -> pa.Table:
     return table.select([n for n in table.column_names if not n.startswith("_enrich_")])
 
 
+def data_rows(chunks: list[pa.Table]) -> list[pa.Table]:
+    """The chunks without the end-of-shard marker rows (the reader's count, not input rows)."""
+    return [c.filter(pc.invert(pc.fill_null(pc.equal(c.column(C.REASON), SHARD_END), False))) for c in chunks]
+
+
 def read_run(cfg: JobConfig) -> tuple[pa.Schema | None, list[pa.Table]]:
     """Plan like the pipeline (listing, run-wide schema), then read every shard."""
     shards = discover_shards(cfg)
     schema = passthrough_schema(shards, cfg)
-    return schema, [chunk for s in shards for chunk in read_shard(s, cfg, schema)]
+    return schema, data_rows([chunk for s in shards for chunk in read_shard(s, cfg, schema)])
 
 
 # ---------------------------------------------------------------- 1. columns dropped
@@ -49,8 +55,8 @@ def test_key_missing_from_chunk_first_row_is_kept(tmp_path: Path) -> None:
         json.dumps({"text": "b", "zip": "310000"}),
         json.dumps({"text": "c", "zip": "100000", "note": "x"}),
     ])
-    chunks = list(read_shard(ShardInfo(str(f), "jsonl", 0, ""), cfg_for(f, tmp_path)))
-    table = pa.concat_tables(chunks)
+    chunks = data_rows(list(read_shard(ShardInfo(str(f), "jsonl", 0, ""), cfg_for(f, tmp_path))))
+    table = pa.concat_tables(chunks, promote_options="default")
     assert table.column("zip").to_pylist() == [None, "310000", "100000"]
     assert table.column("note").to_pylist() == [None, None, "x"]
 
@@ -61,7 +67,8 @@ def test_garbage_first_line_keeps_the_other_rows_columns(tmp_path: Path) -> None
         "not json",
         json.dumps({"text": "b", "order_id": "B1"}),
     ])
-    table = pa.concat_tables(list(read_shard(ShardInfo(str(f), "jsonl", 0, ""), cfg_for(f, tmp_path))))
+    table = pa.concat_tables(data_rows(list(read_shard(ShardInfo(str(f), "jsonl", 0, ""), cfg_for(f, tmp_path)))),
+                             promote_options="default")
     assert table.column("order_id").to_pylist() == [None, "B1"]
     assert table.column("text").to_pylist() == [None, "b"]
     assert table.column(C.REASON).to_pylist() == ["bad_input", None]
@@ -156,6 +163,9 @@ def test_parquet_row_group_is_streamed_not_loaded_whole(tmp_path: Path) -> None:
     rows = 0
     for chunk in read_shard(ShardInfo(str(f), "parquet", f.stat().st_size, str(f.stat().st_mtime)), cfg):
         peak = max(peak, pa.total_allocated_bytes() - base)
+        if chunk.column(C.REASON)[0].as_py() == SHARD_END:
+            assert chunk.column(C.SHARD_ROWS).to_pylist() == [n]  # the reader's count
+            continue
         rows += chunk.num_rows
         assert chunk.num_rows <= 1000
     assert rows == n
@@ -235,6 +245,7 @@ def test_drifting_jsonl_written_by_the_committer_reads_as_one_table(tmp_path: Pa
     in), then `pq.read_table(OUTPUT)` reads every file under one schema, every value kept."""
     from enrich.commit import OutputCommitter
     from enrich.write import Lineage
+    from tests.commit_fixtures import deliver
     from tests.helpers import ADDRESS_FIELDS, stage_columns
 
     folder = tmp_path / "in"
@@ -252,12 +263,12 @@ def test_drifting_jsonl_written_by_the_committer_reads_as_one_table(tmp_path: Pa
     schema = passthrough_schema(shards, cfg)
     committer = OutputCommitter(cfg, Lineage("m", None, None, "address", "2", "fp"), list(ADDRESS_FIELDS))
     committer.plan(shards)
-    for chunk in read_shard(shards[0], cfg, schema):
+    for n, chunk in enumerate(read_shard(shards[0], cfg, schema)):
         indexes = chunk.column(C.ROW_INDEX).to_pylist()
         rejected = [r is not None for r in chunk.column(C.REASON).to_pylist()]
         for name, values in stage_columns(indexes, rejected).items():
             chunk = chunk.append_column(name, values)
-        committer.add(chunk)
+        deliver(committer, chunk, f"w{n}")  # the write stage's files, then the driver's commit
     committer.finish()
     table = pq.read_table(tmp_path / "out")
     assert table.num_rows == 5

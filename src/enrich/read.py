@@ -46,7 +46,7 @@ def read_shard(shard: ShardInfo, cfg: JobConfig, passthrough: pa.Schema | None =
     except InputError as exc:
         if cfg.on_bad_file != "skip":
             raise
-        yield _marker(shard, BAD_FILE, str(exc), -1)
+        yield _marker(shard, BAD_FILE, str(exc), -1, passthrough)
 
 
 def _read_shard(shard: ShardInfo, cfg: JobConfig, passthrough: pa.Schema | None = None) -> Iterator[pa.Table]:
@@ -58,12 +58,16 @@ def _read_shard(shard: ShardInfo, cfg: JobConfig, passthrough: pa.Schema | None 
     for chunk in chunks:
         total += chunk.num_rows
         yield chunk
-    yield _marker(shard, SHARD_END, None, total)
+    yield _marker(shard, SHARD_END, None, total, passthrough)
 
 
-def _marker(shard: ShardInfo, reason: str, message: str | None, rows: int) -> pa.Table:
-    """A one-row table that every stage passes through (its reason is set) to the writer."""
-    marker = _lineage(shard, -1, 1, None)
+def _marker(
+    shard: ShardInfo, reason: str, message: str | None, rows: int, passthrough: pa.Schema | None = None
+) -> pa.Table:
+    """A one-row table that every stage passes through (its reason is set) to the writer; with
+    the run's input schema it has the chunks' columns (nulls), so a shard's stream has one schema."""
+    marker = {f.name: pa.nulls(1, f.type) for f in passthrough or []}
+    marker.update(_lineage(shard, -1, 1, None))
     marker[C.SHARD_ROWS] = pa.array([rows], pa.int64())
     marker[C.TEXT] = pa.nulls(1, pa.string())
     marker[C.REASON] = pa.array([reason], pa.string())

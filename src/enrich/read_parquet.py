@@ -42,6 +42,10 @@ def parquet_chunks(shard: ShardInfo, cfg: JobConfig, passthrough: pa.Schema | No
                 chunk = pa.Table.from_batches([batch], schema=schema)
                 yield _table(shard, cfg, start, chunk, passthrough)
                 start += chunk.num_rows
+        # An independent count: the rows decoded must be the rows the footer declares, or the
+        # shard's count (which commits it) would certify a short read.
+        if start != parquet.metadata.num_rows:
+            raise InputError(f"{shard.url}: decoded {start} rows but its footer declares {parquet.metadata.num_rows}")
         # Before the last chunk leaves: it carries the shard's row count, which commits it.
         try:
             check_unchanged(fs, path, shard, handler.handle)
