@@ -30,7 +30,12 @@ def test_children_die_within_seconds_of_a_sigkilled_parent() -> None:
             engine = {p: t for p, t in found.items() if b"engine_reaper" not in open(f"/proc/{p}/cmdline", "rb").read()}
             time.sleep(0.1)
         assert engine, "the stand-in engine never started"
-        time.sleep(1.5)  # the reaper has taken a snapshot
+        # Kill only once the reaper runs and has had time for a few snapshots (POLL = 0.5 s); a
+        # loaded machine can take seconds just to start its Python.
+        while time.time() < deadline and not _reaper_of(actor.pid):
+            time.sleep(0.1)
+        assert _reaper_of(actor.pid), "the reaper never started"
+        time.sleep(2.0)
         os.kill(actor.pid, signal.SIGKILL)
         actor.wait()
         gone_by = time.time() + 10
@@ -40,3 +45,17 @@ def test_children_die_within_seconds_of_a_sigkilled_parent() -> None:
     finally:
         if actor.poll() is None:
             actor.kill()
+
+
+def _reaper_of(actor: int) -> list[int]:
+    """Pids of reaper processes watching `actor` (they run in a session of their own)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if b"enrich.engine_reaper" in cmd and str(actor).encode() in cmd:
+                found.append(int(entry))
+    return found

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import s3fs
@@ -19,7 +20,7 @@ import s3fs
 from enrich import columns as C
 from enrich import storage
 from enrich.config import JobConfig
-from enrich.read import InputError, StorageError, discover_shards, passthrough_schema, read_shard
+from enrich.read import SHARD_END, InputError, StorageError, discover_shards, passthrough_schema, read_shard
 from tests.faulty_s3 import FaultyS3Proxy, deny
 
 
@@ -111,7 +112,9 @@ def test_unchanged_object_reads(bucket: tuple[s3fs.S3FileSystem, str], s3_endpoi
     schema = passthrough_schema(shards, cfg)
     _clear_caches()
     table = pa.concat_tables([c for s in shards for c in read_shard(s, cfg, schema)])
-    assert table.column(C.TEXT).to_pylist() == ["a", "b", "c"]
+    reasons = table.column(C.REASON).to_pylist()
+    assert [t for t, r in zip(table.column(C.TEXT).to_pylist(), reasons) if r is None] == ["a", "b", "c"]
+    assert table.filter(pc.equal(table.column(C.REASON), SHARD_END)).column(C.SHARD_ROWS).to_pylist() == [2, 1]
 
 
 # ---------------------------------------------------------------- 7. tokenizer only
