@@ -44,7 +44,8 @@ def read_output(fs: Any, root: str) -> tuple[pa.Table, pa.Table, dict[str, Any]]
         ok_parts += [pq.read_table(f"{root}/{f}", filesystem=afs) for f in manifest["files"]]
         bad_parts += [pq.read_table(f"{root}/{f}", filesystem=afs) for f in manifest["reject_files"]]
     ok = pa.concat_tables(ok_parts, promote_options="permissive") if ok_parts else pa.table({})
-    bad = pa.concat_tables(bad_parts)
+    # A run with no rejected row writes no rejects file (the writer skips empty tables).
+    bad = pa.concat_tables(bad_parts) if bad_parts else C.REJECTS_SCHEMA.empty_table()
     return ok, bad, summary
 
 
