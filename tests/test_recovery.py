@@ -118,12 +118,20 @@ def test_engine_actor_killed_mid_run(tmp_path: Path, tiny_model: Path) -> None:
 
 
 def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
-    rows_in = write_shards(tmp_path / "in", shards=4, rows=16)
+    """SIGKILL the driver's process group once some shards are committed: the rerun skips
+    them (their manifests untouched), redoes the rest, every row lands exactly once and after
+    _SUCCESS no part file is unlisted (the dead run's attempt files are gone)."""
+    shards = 4
+    rows_in = write_shards(tmp_path / "in", shards=shards, rows=16)
     out = tmp_path / "out"
     cmd = [
         str(Path(sys.executable).parent / "enrich"), "run", "--input", str(tmp_path / "in"),
         "--output", str(out), "--model", str(tiny_model), "--batch-size", "8",
         "--gpu-memory-utilization", "0.25", "--max-model-len", "1024",
+        # Write batches of one engine batch: shards commit as they finish (the default batch,
+        # 50,000 rows, holds all 64 rows until the end). One batch at a time in the engine,
+        # so shards finish batches apart and the kill lands between commits.
+        "--row-group-rows", "8", "--max-concurrent-batches", "1",
     ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -140,20 +148,30 @@ def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
         time.sleep(0.2)
     assert _alive(engine) == [], "engine processes outlived the killed driver by 10 s"
     _stop_orphans()
-    committed_before = len(list((out / "_manifests").glob("*.json")))
-    assert 1 <= committed_before < 4
+    before = _manifests(out)
+    assert 1 <= len(before) < shards, f"{len(before)} of {shards} shards committed before the kill"
     assert not (out / "_SUCCESS").exists()
 
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     _stop_orphans()
     assert second.returncode == 0, second.stderr[-3000:]
     ok, bad, written = read_output(fsspec.filesystem("file"), str(out))
-    assert written["shards_skipped"] == committed_before
+    after = _manifests(out)
+    assert written["shards_skipped"] == len(before)
+    assert len(after) == shards
+    # Skipped, not redone: the first run's commits are the same commits.
+    assert {k: after[k]["commit_id"] for k in before} == {k: m["commit_id"] for k, m in before.items()}
     assert written["output_rows_ok"] + written["output_rows_rejected"] == rows_in
     # Across both runs: every input row exactly once, no duplicates, no gaps.
     keys = row_keys(ok, bad)
     assert len(keys) == len(set(keys)) == rows_in
     assert (out / "_SUCCESS").exists() and not (out / "_staging").exists()
+    listed = {f for m in after.values() for f in m["files"] + m["reject_files"]}
+    assert {str(p.relative_to(out)) for p in out.rglob("part-*")} == listed
+
+
+def _manifests(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (out / "_manifests").glob("*.json")}
 
 
 def _stop_orphans() -> None:
