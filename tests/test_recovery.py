@@ -190,13 +190,21 @@ def test_engine_that_cannot_start_fails_fast(tmp_path: Path, tiny_model: Path) -
     cfg = JobConfig.model_validate(
         {"input": str(tmp_path / "in"), "output": str(tmp_path / "out"), "model": str(broken), "engine": ENGINE}
     )
+    assert cfg.engine.max_start_failures == 3  # the default budget
     started = time.time()
     with pytest.raises(ActorDiedError) as failure:  # Ray Data re-raises the last engine's setup error
         run(cfg)
     assert time.time() - started < 240
-    message = str(failure.value)
-    # The cause, named: vLLM reads the corrupt safetensors header's length and runs out of memory.
-    assert "EngineStartError: engine failed to start: MemoryError: raised in parse_safetensors_file_metadata" in message
+    # Three engine actors tried to start (Ray Data replaced the first two), none started.
     report = engine_report()
-    assert report is not None and report["start_failures"] == cfg.engine.max_start_failures
+    assert report is not None
+    assert report["start_failures"] == 3 and report["engines"] == {}
+    # The cause, named: vLLM reads the corrupt safetensors header's length and runs out of memory.
+    cause = "MemoryError: raised in parse_safetensors_file_metadata (utils.py)"
+    assert report["start_failure_causes"] == [cause]
+    assert failure.value.actor_init_failed
+    message = str(failure.value)
+    assert message.startswith("The actor died because of an error raised in its creation task")
+    raised = [line.strip() for line in message.splitlines() if "EngineStartError" in line]
+    assert raised[-1] == f"enrich.generate.EngineStartError: engine failed to start: {cause}"
     assert not (tmp_path / "out" / "_SUCCESS").exists()
