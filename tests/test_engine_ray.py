@@ -13,8 +13,7 @@ import pytest
 from enrich import columns as C
 from enrich.config import JobConfig
 from enrich.engine_ledger import engine_report
-from enrich.engine_stage import engine_stage_args, rows_per_block
-from enrich.generate import EngineActor
+from enrich.engine_stage import add_engine_stage, rows_per_block
 from tests.fake_engine import BrokenBackend, FakeBackend, FakeEngine, answer, batch
 
 pytestmark = pytest.mark.slow
@@ -40,9 +39,9 @@ def config(**engine: object) -> JobConfig:
 def run_stage(cfg: JobConfig, backend: FakeBackend, tables: list[pa.Table]) -> pa.Table:
     import ray
 
-    args = engine_stage_args(cfg, {"num_cpus": cfg.engine.cpus_per_engine})
-    args["fn_constructor_kwargs"]["backend"] = backend
-    ds = ray.data.from_arrow(tables).map_batches(EngineActor, **args)
+    # The source first, as in the pipeline: the dataset's context is copied from the current one here.
+    source = ray.data.from_arrow(tables)
+    ds = add_engine_stage(source, cfg, {"num_cpus": cfg.engine.cpus_per_engine}, backend=backend)
     return pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
 
 

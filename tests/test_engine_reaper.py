@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from enrich.engine_reaper import _start_time, descendants
+from enrich.engine_reaper import _start_time, descendants, stop_and_wait
 
 # A stand-in engine actor: starts its reaper, then an "EngineCore" child, then waits.
 ACTOR = """
@@ -45,6 +45,21 @@ def test_children_die_within_seconds_of_a_sigkilled_parent() -> None:
     finally:
         if actor.poll() is None:
             actor.kill()
+
+
+def test_stop_and_wait_waits_for_exiting_processes_and_kills_the_rest() -> None:
+    """The engine actor's shutdown returns only once its engine processes are gone: one that
+    exits by itself is waited for (not killed), one that does not is SIGKILLed at the timeout."""
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    time.sleep(0.2)  # both started (their /proc entries exist)
+    procs = {p.pid: _start_time(p.pid) for p in (quick, stuck)}
+    assert None not in procs.values()
+    started = time.monotonic()
+    killed = stop_and_wait(procs, timeout=3.0)  # type: ignore[arg-type]
+    assert 3.0 <= time.monotonic() - started < 5.0
+    assert killed == [stuck.pid]
+    assert quick.wait(timeout=5) == 0 and stuck.wait(timeout=5) == -signal.SIGKILL
 
 
 def _reaper_of(actor: int) -> list[int]:

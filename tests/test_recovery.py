@@ -118,12 +118,20 @@ def test_engine_actor_killed_mid_run(tmp_path: Path, tiny_model: Path) -> None:
 
 
 def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
-    rows_in = write_shards(tmp_path / "in", shards=4, rows=16)
+    """SIGKILL the driver's process group once some shards are committed: the rerun skips
+    them (their manifests untouched), redoes the rest, every row lands exactly once and after
+    _SUCCESS no part file is unlisted (the dead run's attempt files are gone)."""
+    shards = 4
+    rows_in = write_shards(tmp_path / "in", shards=shards, rows=16)
     out = tmp_path / "out"
     cmd = [
         str(Path(sys.executable).parent / "enrich"), "run", "--input", str(tmp_path / "in"),
         "--output", str(out), "--model", str(tiny_model), "--batch-size", "8",
         "--gpu-memory-utilization", "0.25", "--max-model-len", "1024",
+        # Write batches of one engine batch: shards commit as they finish (the default batch,
+        # 50,000 rows, holds all 64 rows until the end). One batch at a time in the engine,
+        # so shards finish batches apart and the kill lands between commits.
+        "--row-group-rows", "8", "--max-concurrent-batches", "1",
     ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -140,20 +148,30 @@ def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
         time.sleep(0.2)
     assert _alive(engine) == [], "engine processes outlived the killed driver by 10 s"
     _stop_orphans()
-    committed_before = len(list((out / "_manifests").glob("*.json")))
-    assert 1 <= committed_before < 4
+    before = _manifests(out)
+    assert 1 <= len(before) < shards, f"{len(before)} of {shards} shards committed before the kill"
     assert not (out / "_SUCCESS").exists()
 
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     _stop_orphans()
     assert second.returncode == 0, second.stderr[-3000:]
     ok, bad, written = read_output(fsspec.filesystem("file"), str(out))
-    assert written["shards_skipped"] == committed_before
+    after = _manifests(out)
+    assert written["shards_skipped"] == len(before)
+    assert len(after) == shards
+    # Skipped, not redone: the first run's commits are the same commits.
+    assert {k: after[k]["commit_id"] for k in before} == {k: m["commit_id"] for k, m in before.items()}
     assert written["output_rows_ok"] + written["output_rows_rejected"] == rows_in
     # Across both runs: every input row exactly once, no duplicates, no gaps.
     keys = row_keys(ok, bad)
     assert len(keys) == len(set(keys)) == rows_in
     assert (out / "_SUCCESS").exists() and not (out / "_staging").exists()
+    listed = {f for m in after.values() for f in m["files"] + m["reject_files"]}
+    assert {str(p.relative_to(out)) for p in out.rglob("part-*")} == listed
+
+
+def _manifests(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (out / "_manifests").glob("*.json")}
 
 
 def _stop_orphans() -> None:
@@ -172,13 +190,21 @@ def test_engine_that_cannot_start_fails_fast(tmp_path: Path, tiny_model: Path) -
     cfg = JobConfig.model_validate(
         {"input": str(tmp_path / "in"), "output": str(tmp_path / "out"), "model": str(broken), "engine": ENGINE}
     )
+    assert cfg.engine.max_start_failures == 3  # the default budget
     started = time.time()
     with pytest.raises(ActorDiedError) as failure:  # Ray Data re-raises the last engine's setup error
         run(cfg)
     assert time.time() - started < 240
-    message = str(failure.value)
-    # The cause, named: vLLM reads the corrupt safetensors header's length and runs out of memory.
-    assert "EngineStartError: engine failed to start: MemoryError: raised in parse_safetensors_file_metadata" in message
+    # Three engine actors tried to start (Ray Data replaced the first two), none started.
     report = engine_report()
-    assert report is not None and report["start_failures"] == cfg.engine.max_start_failures
+    assert report is not None
+    assert report["start_failures"] == 3 and report["engines"] == {}
+    # The cause, named: vLLM reads the corrupt safetensors header's length and runs out of memory.
+    cause = "MemoryError: raised in parse_safetensors_file_metadata (utils.py)"
+    assert report["start_failure_causes"] == [cause]
+    assert failure.value.actor_init_failed
+    message = str(failure.value)
+    assert message.startswith("The actor died because of an error raised in its creation task")
+    raised = [line.strip() for line in message.splitlines() if "EngineStartError" in line]
+    assert raised[-1] == f"enrich.generate.EngineStartError: engine failed to start: {cause}"
     assert not (tmp_path / "out" / "_SUCCESS").exists()

@@ -4,7 +4,8 @@ Engine actors restart without limit (`max_restarts=-1`), so a 70-hour run surviv
 ledger is what bounds it: it counts engine deaths per hour (reported ones and, at the restart,
 engines killed from outside) and, once the budget is spent, fails the dying engine's batch and
 refuses further starts with a message naming the cause. (Consecutive start-up failures are
-bounded by Ray Data's own counter, set from the config in `engine_stage_args`.) It also remembers which rows were in flight when an engine died,
+bounded by Ray Data's own counter, set from the config in `engine_stage.set_start_failure_budget`.)
+It also remembers which rows were in flight when an engine died,
 so a row that kills the engine every time (a poison row) is isolated instead of spending the
 whole budget (see `engine_feed`), and it collects each engine's occupancy for `_summary.json`.
 """
@@ -50,7 +51,7 @@ class Ledger:
 
     def admit_start(self, engine: str) -> str | None:
         """Called first in an engine actor's setup; a message means: do not start, fail the job.
-        (Consecutive start-up failures are bounded by Ray Data, see `engine_stage_args`.)"""
+        (Consecutive start-up failures are bounded by Ray Data: `set_start_failure_budget`.)"""
         if self.spent:
             return self.spent
         if engine in self.was_ready and engine not in self.death_reported:

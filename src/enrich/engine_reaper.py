@@ -69,6 +69,31 @@ def descendants(root: int) -> dict[int, str]:
     return found
 
 
+def stop_and_wait(procs: dict[int, str], timeout: float) -> list[int]:
+    """Wait up to `timeout` s for `procs` (pid -> start time) to exit, then SIGKILL the rest;
+    the pids that had to be killed."""
+    deadline = time.monotonic() + timeout
+    alive = [pid for pid, started in procs.items() if _start_time(pid) == started]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if _start_time(pid) == procs[pid] and not _is_zombie(pid)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+def _is_zombie(pid: int) -> bool:
+    # An exited child its parent has not reaped yet: gone for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return True
+
+
 def watch(actor: int) -> None:
     actor_started = _start_time(actor)
     seen: dict[int, str] = {}

@@ -7,6 +7,7 @@ from typing import Any
 
 from enrich.config import JobConfig
 from enrich.engine_ledger import start_ledger
+from enrich.generate import EngineActor
 
 # Ray's raylet kills a worker's whole process group when the worker dies, also under SIGKILL:
 # vLLM's EngineCore and workers are children of the engine actor, in its process group.
@@ -14,16 +15,35 @@ from enrich.engine_ledger import start_ledger
 RAY_CHILD_CLEANUP_ENV = {"RAY_process_group_cleanup_enabled": "1"}
 
 
+def add_engine_stage(ds: Any, cfg: JobConfig, resources: dict[str, Any], **constructor_kwargs: Any) -> Any:
+    """`ds` followed by the engine stage (`EngineActor` actors), with the run's ledger and the
+    start-up failure budget. `constructor_kwargs`: extra `EngineActor` arguments (tests: backend)."""
+    set_start_failure_budget(ds.context, cfg)
+    args = engine_stage_args(cfg, resources)
+    args["fn_constructor_kwargs"].update(constructor_kwargs)
+    return ds.map_batches(EngineActor, **args)
+
+
+def set_start_failure_budget(ctx: Any, cfg: JobConfig) -> None:
+    """An engine actor whose setup fails (or whose process dies in it) is replaced by a fresh
+    one until `max_start_failures` failed in a row (Ray Data resets its count when one starts);
+    then the run fails with the last engine's error.
+
+    `ctx` must be the DataContext of the dataset that runs: every Dataset keeps a deep copy of
+    `DataContext.get_current()` taken when its source was created (`ray.data.from_items` ...),
+    and Ray Data's actor pool reads the budget from that copy. Setting the current context
+    after the source exists changes nothing (the budget stayed at Ray's default 0: one failed
+    start failed the run)."""
+    ctx.max_consecutive_actor_init_deaths = cfg.engine.max_start_failures - 1
+
+
 def engine_stage_args(cfg: JobConfig, resources: dict[str, Any]) -> dict[str, Any]:
-    """`map_batches` arguments of the engine stage (`EngineActor`), with the run's ledger."""
+    """`map_batches` arguments of the engine stage (`EngineActor`), with the run's ledger.
+    (The start-up failure budget lives on the dataset's context: `add_engine_stage`.)"""
     import ray
 
     e = cfg.engine
     ledger = start_ledger(e.max_engine_deaths_per_hour)
-    # An engine actor whose setup fails (or whose process dies in it) is replaced by a fresh one
-    # up to this many times in a row (the count resets when one starts); then the run fails
-    # with the last engine's error.
-    ray.data.DataContext.get_current().max_consecutive_actor_init_deaths = e.max_start_failures - 1
     return {
         "fn_constructor_kwargs": {"cfg": cfg, "ledger": ledger},
         "batch_size": e.batch_size,

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from typing import Any
 
 import pyarrow as pa
@@ -31,7 +32,7 @@ import pyarrow as pa
 from enrich.config import JobConfig
 from enrich.cpu_slots import bind_engine_to_own_cores
 from enrich.engine_feed import Feeder, describe
-from enrich.engine_reaper import start_reaper
+from enrich.engine_reaper import descendants, start_reaper, stop_and_wait
 from enrich.engine_ledger import EngineBudgetSpent, Ledger, LedgerClient
 from enrich.engine_stats import Occupancy, stat_logger_factory
 from enrich.model_store import local_model_path
@@ -175,6 +176,7 @@ class EngineActor:
             raise EngineBudgetSpent(f"engine error budget spent: {refusal}")
         # The engine's processes must not outlive this actor, however it dies (engine_reaper).
         self._reaper = start_reaper() if isinstance(self.backend, VllmBackend) else None
+        self._before_engine = set(descendants(os.getpid())) if self._reaper is not None else None
         self.loop = asyncio.new_event_loop()  # the engine's own loop: setup and batches share it
         threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True).start()
         try:
@@ -241,14 +243,25 @@ class EngineActor:
         return out, self.feeder.occupancy.summary()
 
     def shutdown(self) -> None:
-        """Stop the engine's processes (EngineCore, workers) before the actor exits."""
+        """Stop the engine's processes and wait until they are gone: one still unlinking shared memory
+        as the actor exits finds its resource tracker killed, starts one that prints KeyErrors."""
         feeder = getattr(self, "feeder", None)
         if feeder is not None and hasattr(feeder.engine, "shutdown"):
+            engine = self._engine_processes()
             feeder.engine.shutdown()
             self.feeder = None
+            if stop_and_wait(engine, timeout=15.0):
+                log.warning("engine processes still running 15 s after the engine's shutdown were killed")
         loop = getattr(self, "loop", None)
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(loop.stop)
+
+    def _engine_processes(self) -> dict[int, str]:
+        """Processes below this one born since the engine started, but the resource tracker."""
+        if self._before_engine is None:
+            return {}
+        tracker = resource_tracker._resource_tracker._pid  # None unless this process started it
+        return {p: t for p, t in descendants(os.getpid()).items() if p not in self._before_engine and p != tracker}
 
     def __del__(self) -> None:  # Ray Data drops the UDF when the pool shuts down gracefully
         try:

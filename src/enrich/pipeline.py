@@ -22,8 +22,7 @@ from enrich.arrow_types import arrow_schema
 from enrich.commit import OutputCommitter, new_id
 from enrich.config import JobConfig
 from enrich.engine_ledger import engine_report
-from enrich.engine_stage import RAY_CHILD_CLEANUP_ENV, engine_stage_args, rows_per_block
-from enrich.generate import EngineActor
+from enrich.engine_stage import RAY_CHILD_CLEANUP_ENV, add_engine_stage, rows_per_block
 from enrich.fanout import prepare_tasks
 from enrich.sink import WriteTarget, descriptors, validate_and_write
 from enrich.progress import ProgressReporter
@@ -126,8 +125,7 @@ def build_dataset(
         )
     )
     return (
-        rows_per_block(prepared, cfg.engine.batch_size, prepare_args)
-        .map_batches(EngineActor, **engine_stage_args(cfg, engine_resources))
+        add_engine_stage(rows_per_block(prepared, cfg.engine.batch_size, prepare_args), cfg, engine_resources)
         # Validate and write in one step, in `row_group_rows`-row batches: a file per shard per
         # batch (not one tiny file per 64 KiB block), and rows never travel to the driver.
         .map_batches(
