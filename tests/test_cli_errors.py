@@ -4,9 +4,11 @@ One test per class of error, through the `enrich` command (a subprocess) or main
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,6 +128,21 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback (most recent call last):" in result.stderr
     assert "InputError: /nonexistent: no such file or folder" in result.stderr
     assert result.stderr.splitlines()[-1] == "enrich: error: /nonexistent: no such file or folder"
+
+
+# ---------------------------------------------------------------- 3: another run holds the output
+def test_output_locked_by_a_live_run(tmp_path: Path) -> None:
+    """A live lease of another run (another host, unexpired): refused with status 3, a status of
+    its own so a scheduler can retry later; the lease and the output are left untouched."""
+    inp, out = jsonl_input(tmp_path), tmp_path / "out"
+    out.mkdir()
+    lease = json.dumps({"run_id": "r-other", "host": "another-host", "pid": 1, "expires": time.time() + 3600})
+    (out / "_lease.json").write_text(lease)
+    result = enrich("run", "--input", str(inp), "--output", str(out), "--model", HUB_ID)
+    assert result.returncode == 3
+    line = one_error_line(result.stderr)
+    assert line.startswith(f"enrich: error: {out} is being written by run r-other (host another-host")
+    assert (out / "_lease.json").read_text() == lease and sorted(p.name for p in out.iterdir()) == ["_lease.json"]
 
 
 # ---------------------------------------------------------------- 1: the run failed

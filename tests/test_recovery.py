@@ -37,19 +37,10 @@ def write_shards(folder: Path, shards: int, rows: int) -> int:
     return shards * rows
 
 
-def engine_actor_pids() -> list[int]:
-    """Processes whose title names our engine actor (Ray sets ray::MapWorker(...EngineActor))."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "EngineActor" in cmdline and "MapWorker" in cmdline:
-            pids.append(int(entry.name))
-    return pids
+def engine_actor_pids(root: int) -> list[int]:
+    """The engine actors below `root` (this job's driver): Ray titles them
+    ray::MapWorker(...EngineActor). Only this job's: another job on the machine is not ours."""
+    return [pid for pid in descendants(root) if "EngineActor" in (c := _cmdline(pid)) and "MapWorker" in c]
 
 
 def engine_processes(actor_pids: list[int]) -> dict[int, str]:
@@ -78,19 +69,22 @@ def test_engine_actor_killed_mid_run(tmp_path: Path, tiny_model: Path) -> None:
     out = tmp_path / "out"
     cfg = JobConfig.model_validate(
         {"input": str(tmp_path / "in"), "output": str(out), "model": str(tiny_model),
-         "engine": {**ENGINE, "max_concurrent_batches": 2}}
+         # Write batches of one engine batch, so a shard commits while others still run.
+         "row_group_rows": 8, "engine": {**ENGINE, "max_concurrent_batches": 2}}
     )
     import ray
 
     killed: list[int] = []
     leaked: list[list[int]] = []
+    finished = threading.Event()
 
     def kill_while_running() -> None:
-        deadline = time.time() + 400
-        while time.time() < deadline and not killed:
+        # Stops when the run ends: a ledger call after ray.shutdown would start a new Ray.
+        while not finished.is_set() and not killed:
             ledger = run_ledger()
-            if ledger is not None and list((out / "_manifests").glob("*.json")) and ray.get(ledger.open_batches.remote()):
-                actors = engine_actor_pids()
+            if ledger is not None and ray.is_initialized() and list((out / "_manifests").glob("*.json")) \
+                    and ray.get(ledger.open_batches.remote()):
+                actors = engine_actor_pids(os.getpid())
                 engine = engine_processes(actors)
                 for pid in actors:
                     os.kill(pid, signal.SIGKILL)  # a real crash: no cleanup, no exception
@@ -103,7 +97,10 @@ def test_engine_actor_killed_mid_run(tmp_path: Path, tiny_model: Path) -> None:
 
     killer = threading.Thread(target=kill_while_running, daemon=True)
     killer.start()
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    finally:
+        finished.set()
     report = engine_report()
     killer.join(timeout=15)
     assert killed, "the engine actor was never killed while running a batch"
@@ -114,7 +111,7 @@ def test_engine_actor_killed_mid_run(tmp_path: Path, tiny_model: Path) -> None:
     assert summary.shards_processed == 4
     ok, bad, written = read_output(fsspec.filesystem("file"), str(out))
     check_every_row_once(ok, bad, written, rows_in)
-    assert set(engine_actor_pids()).isdisjoint(killed)
+    assert set(engine_actor_pids(os.getpid())).isdisjoint(killed)
 
 
 def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
@@ -139,21 +136,21 @@ def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
     while time.time() < deadline and not list((out / "_manifests").glob("*.json")):
         assert first.poll() is None, "the first run ended before it could be killed"
         time.sleep(0.2)
-    engine = engine_processes(engine_actor_pids())
+    engine = engine_processes(engine_actor_pids(first.pid))
     assert engine, "no engine process found to watch"
+    job_tree = descendants(first.pid)
     os.killpg(first.pid, signal.SIGKILL)  # the driver and everything in its process group
     first.wait(timeout=30)
     gone_by = time.time() + 10
     while time.time() < gone_by and _alive(engine):
         time.sleep(0.2)
     assert _alive(engine) == [], "engine processes outlived the killed driver by 10 s"
-    _stop_orphans()
+    _stop_orphans(job_tree)
     before = _manifests(out)
     assert 1 <= len(before) < shards, f"{len(before)} of {shards} shards committed before the kill"
     assert not (out / "_SUCCESS").exists()
 
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    _stop_orphans()
     assert second.returncode == 0, second.stderr[-3000:]
     ok, bad, written = read_output(fsspec.filesystem("file"), str(out))
     after = _manifests(out)
@@ -174,10 +171,15 @@ def _manifests(out: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in (out / "_manifests").glob("*.json")}
 
 
-def _stop_orphans() -> None:
-    """A SIGKILLed driver cannot stop the Ray it embedded; stop what is left of it."""
-    ray_bin = Path(sys.executable).parent / "ray"
-    subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
+def _stop_orphans(job_tree: dict[int, str]) -> None:
+    """A SIGKILLed driver cannot stop the Ray it embedded (Ray's daemons run in sessions of
+    their own): kill what is left of that job's tree, by pid and start time. Not `ray stop`,
+    which would stop every Ray on the machine."""
+    for pid in _alive(job_tree):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_engine_that_cannot_start_fails_fast(tmp_path: Path, tiny_model: Path) -> None:

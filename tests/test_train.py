@@ -21,6 +21,7 @@ from enrich.prepare import load_tokenizer, prepare_batch
 from enrich.tasks import build_task
 from enrich.train_config import TrainConfig
 from enrich.train_data import labelled_rows, tokenized_examples
+from enrich.write import ShardManifest
 
 REPO = Path(__file__).resolve().parents[1]
 GOLD = {"province": "云南省", "city": "丽江市", "district": "古城区", "specific_location": "福慧路12号3栋",
@@ -76,13 +77,22 @@ def test_chat_jsonl_and_table_rows_train_the_same(tiny_model: Path, tmp_path: Pa
     assert tokenized_examples(tok, task, str(chat), 2048)[0] == tokenized_examples(tok, task, str(table), 2048)[0]
 
 
-def test_enrich_output_folder_trains_on_enriched_rows_only(tmp_path: Path) -> None:
+def test_enrich_output_folder_trains_on_listed_unflagged_enriched_rows_only(tmp_path: Path) -> None:
+    """Labels from an enrich output: the manifest-listed enriched rows, not the rejects, not a
+    part file no manifest lists (a dead attempt's), not rows --flag-invalid flagged."""
     out = tmp_path / "out"
     (out / "_rejects").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist([{"text": TEXTS[0], **GOLD, "province_norm": "云南省"}]), out / "part-0.parquet")
+    (out / "_manifests").mkdir()
+    good = {"text": TEXTS[0], **GOLD, "address_issue": None}
+    flagged = {"text": TEXTS[1], **GOLD, "address_issue": "district not in city"}
+    pq.write_table(pa.Table.from_pylist([good, flagged]), out / "part-a-r1-0.parquet")
+    pq.write_table(pa.Table.from_pylist([{**good, "text": "unlisted"}]), out / "part-a-r0-0.parquet")
     pq.write_table(pa.Table.from_pylist([{"input_text": "bad row", "reason": "domain_check"}]),
-                   out / "_rejects" / "part-0.parquet")
-    (out / "_summary.json").write_text("{}")
+                   out / "_rejects" / "part-a-r1-0.parquet")
+    manifest = ShardManifest(shard_id="a", source="in/a.jsonl", size=1, version="1", fingerprint="f", rows_in=3,
+                             rows_ok=2, rows_rejected=1, files=["part-a-r1-0.parquet"],
+                             reject_files=["_rejects/part-a-r1-0.parquet"])
+    (out / "_manifests" / "a.json").write_text(manifest.model_dump_json())
     rows = list(labelled_rows(build_task("address"), str(out)))
     assert [r["text"] for r, _ in rows] == [TEXTS[0]]
 

@@ -2,7 +2,8 @@
 
 2: an error of the job found before any work (bad flag or spec, missing input, output inside
 input, another fingerprint's output without --overwrite, model not found): `usage_errors`,
-THE table. 1: a run that failed (anything else, or anything raised inside Ray). The classes
+THE table. 3: another live run holds the output's lease (retry later; nothing of this run was
+written). 1: a run that failed (anything else, or anything raised inside Ray). The classes
 raised elsewhere keep their modules (read.InputError, commit.OutputExistsError); the ones
 below had no class.
 """
@@ -15,7 +16,7 @@ import traceback
 from pydantic import ValidationError
 
 PROG = "enrich"
-USAGE_ERROR, RUN_FAILED = 2, 1
+USAGE_ERROR, RUN_FAILED, OUTPUT_LOCKED = 2, 1, 3
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,7 @@ def usage_errors() -> list[tuple[type[BaseException], int]]:
     Anything else, or any of these raised while the run was under way (inside Ray), is a
     failed run (exit 1). Imported here, not at module level: `--help` stays fast."""
     from enrich.commit import OutputExistsError
+    from enrich.lease import OutputLockedError
     from enrich.read import InputError
 
     return [
@@ -46,6 +48,7 @@ def usage_errors() -> list[tuple[type[BaseException], int]]:
         (InputError, USAGE_ERROR),  # missing input, no shards, unknown extension
         (OutputExistsError, USAGE_ERROR),  # another fingerprint's output without --overwrite
         (ModelNotFoundError, USAGE_ERROR),  # model or adapter not where the job says
+        (OutputLockedError, OUTPUT_LOCKED),  # another live run writes this output: retry later
     ]
 
 
@@ -90,7 +93,7 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 def exit_status(exc: BaseException) -> int:
-    """2 for an error of the job found before any work (usage_errors), else 1."""
+    """The status of usage_errors' table (2, or 3 for a locked output), else 1."""
     if raised_in_ray(exc):
         return RUN_FAILED
     for cls, status in usage_errors():

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import logging
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +21,8 @@ from collections.abc import Callable
 from fsspec.spec import AbstractFileSystem
 
 LEASE = "_lease.json"
-DEFAULT_TTL = 3600.0  # seconds; renewed every ttl/4 while descriptors arrive
+DEFAULT_TTL = 3600.0  # seconds; renewed every ttl/4 (LeaseHeartbeat), and as descriptors arrive
+log = logging.getLogger(__name__)
 
 
 class OutputLockedError(RuntimeError):
@@ -77,6 +80,8 @@ class Lease:
         self.fs, self.path, self.run_id, self.ttl, self.clock = fs, posixpath.join(root, LEASE), run_id, ttl, clock
         self.renewed = 0.0
         self.held = False
+        self.lost: str | None = None  # set when another run was found holding the lease
+        self._lock = threading.Lock()  # the heartbeat thread and the commit path both renew
 
     def _body(self) -> bytes:
         now = self.clock()
@@ -107,9 +112,22 @@ class Lease:
                 raise OutputLockedError(f"{output}: another run took the lease at the same time") from None
         self.held, self.renewed = True, self.clock()
 
-    def renew(self) -> None:
-        """Push the expiry out (cheap to call often: writes at most every ttl/4)."""
-        if self.held and self.clock() - self.renewed > self.ttl / 4:
+    def renew(self, check: bool = False) -> None:
+        """Push the expiry out (cheap to call often: writes at most every ttl/4). `check`: first
+        read the lease, and if another run holds it (ours expired, e.g. the driver stalled past
+        the TTL, and a second driver took over) mark it lost. A lost lease fails the run at its
+        next commit instead of letting two drivers write one output."""
+        with self._lock:
+            if self.lost:
+                raise OutputLockedError(self.lost)
+            if not self.held or self.clock() - self.renewed <= self.ttl / 4:
+                return
+            if check:
+                holder = (self._read() or {}).get("run_id")
+                if holder not in (None, self.run_id):
+                    self.lost = (f"{self.path}: run {holder} took over this run's lease (it had "
+                                 f"expired); this run stops writing")
+                    raise OutputLockedError(self.lost)
             put(self.fs, self.path, self._body())
             self.renewed = self.clock()
 
@@ -119,3 +137,35 @@ class Lease:
             if held is not None and held.get("run_id") == self.run_id:
                 self.fs.rm_file(self.path) if not is_local(self.fs) else os.remove(self.path)
             self.held = False
+
+
+class LeaseHeartbeat:
+    """Renews leases every ttl/4 from a daemon thread while the run works: the commit path
+    renews only as descriptors arrive, and an engine warming up or a shard slower than the TTL
+    sends none for a while; without this, a second driver could take a live run's output."""
+
+    def __init__(self, leases: list[Lease]) -> None:
+        self.leases = leases
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> LeaseHeartbeat:
+        if self.leases:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        interval = min(lease.ttl for lease in self.leases) / 4
+        while not self.stop.wait(interval):
+            for lease in self.leases:
+                try:
+                    lease.renew(check=True)
+                except OutputLockedError as exc:
+                    log.error("%s", exc)
+                except Exception:  # noqa: BLE001 - a failed renewal is retried at the next beat
+                    log.warning("could not renew the lease %s", lease.path, exc_info=True)

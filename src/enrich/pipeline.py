@@ -27,7 +27,7 @@ from enrich.fanout import prepare_tasks
 from enrich.sink import WriteTarget, descriptors, validate_and_write
 from enrich.progress import ProgressReporter
 from enrich.read import ShardInfo, discover_shards, passthrough_schema, read_shard
-from enrich.lease import put
+from enrich.lease import LeaseHeartbeat, put
 from enrich.model_digest import model_digest
 from enrich.storage import filesystem, join, remove
 from enrich.summary import RunSummary, build_summary
@@ -172,7 +172,8 @@ def run_tasks(cfg: JobConfig) -> list[RunSummary]:
     try:
         for label, sub in cfg.task_configs().items():
             outputs[label] = _task_output(sub, shards, run_id)
-        return _run(cfg, shards, outputs, run_id, started)
+        with LeaseHeartbeat([out.committer.lease for out in outputs.values()]):
+            return _run(cfg, shards, outputs, run_id, started)
     finally:  # a failed run hands its outputs back at once (a killed one: by pid or expiry)
         for out in outputs.values():
             try:

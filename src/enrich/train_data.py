@@ -14,9 +14,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
+from functools import reduce
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.json as pj
 
@@ -29,7 +31,25 @@ EOS = "<|im_end|>"
 
 
 def _is_output_folder(fs: Any, path: str) -> bool:
-    return fs.isdir(path) and (fs.exists(join(path, "_summary.json")) or fs.exists(join(path, "_SUCCESS")))
+    """An enrich output: its committed shards are listed under `_manifests/`."""
+    return fs.isdir(path) and fs.exists(join(path, "_manifests"))
+
+
+def _read_enriched(data: str, s3_endpoint: str | None) -> pa.Table:
+    """The manifest-listed enriched rows of an enrich output (never an unlisted or superseded
+    part file, never the rejects), without the rows `--flag-invalid` flagged: a flagged row
+    failed the task's checks, so its answer is no label."""
+    from enrich.output import read_output
+
+    table = read_output(data, s3_endpoint=s3_endpoint).to_table()
+    flags = [c for c in table.column_names if c.endswith("_issue")]
+    if flags:
+        before = table.num_rows
+        table = table.filter(reduce(pc.and_, [pc.is_null(table.column(c)) for c in flags]))
+        if before > table.num_rows:
+            log.info("%s: %d flagged rows (%s set) are not labels; skipped",
+                     data, before - table.num_rows, ", ".join(flags))
+    return table
 
 
 def _read_table(fs: Any, path: str) -> pa.Table:
@@ -63,7 +83,9 @@ def labelled_rows(task: Task, data: str, s3_endpoint: str | None = None, text_co
     fs, path = filesystem(data, s3_endpoint)
     if _is_output_folder(fs, path):
         log.info("%s: an enrich output; its enriched rows are the labels (rejects are skipped)", data)
-    table = _read_table(fs, path)
+        table = _read_enriched(data, s3_endpoint)
+    else:
+        table = _read_table(fs, path)
     fields = list(task.output_model.model_fields)
     skipped = 0
     for row in table.to_pylist():
