@@ -67,6 +67,10 @@ def test_s3_inputs_model_and_outputs(
     # Credentials never reach outputs.
     blob = fs.cat_file("enriched/addresses/2026-11-21/_summary.json").decode()
     assert "testing" not in blob and "secret" not in blob.lower()
-    # The model was copied once to this node's cache, from the s3:// prefix.
-    copies = list((tmp_path / "models").glob("*/.enrich-copy-complete"))
-    assert len(copies) == 1 and (copies[0].parent / "config.json").exists()
+    # The model was copied once to this node's cache, from the s3:// prefix (the engine's full
+    # copy); the prompt stage copied the tokenizer's files only, never the weights.
+    copies = [c.parent for c in (tmp_path / "models").glob("*/.enrich-copy-complete")]
+    full = [c for c in copies if (c / "model.safetensors").exists()]
+    assert len(full) == 1 and (full[0] / "config.json").exists(), copies
+    tokenizer_only = [c for c in copies if c not in full]
+    assert len(tokenizer_only) == 1 and not list(tokenizer_only[0].glob("*.safetensors")), copies
