@@ -95,6 +95,8 @@ def test_enrich_output_folder_trains_on_listed_unflagged_enriched_rows_only(tmp_
     (out / "_manifests" / "a.json").write_text(manifest.model_dump_json())
     rows = list(labelled_rows(build_task("address"), str(out)))
     assert [r["text"] for r, _ in rows] == [TEXTS[0]]
+    kept = list(labelled_rows(build_task("address"), str(out), keep_flagged=True))
+    assert [r["text"] for r, _ in kept] == TEXTS
 
 
 def test_compact_tokenizer_round_trips_any_text_and_renders_qwen3_prompts(compact_model: Path) -> None:
@@ -173,7 +175,8 @@ def test_round_trip_run_train_run_adapter(tiny_model: Path, tmp_path: Path) -> N
     adapter = tmp_path / "adapter"
     trained = _enrich("train", "--data", str(tmp_path / "labels"), "--base", str(tiny_model), "--output",
                       str(adapter), "--max-steps", "12", "--batch-size", "4", "--learning-rate", "3e-3",
-                      "--eval-split", "0", "--eval-steps", "6", "--max-length", "1024", "--torch-threads", "1")
+                      "--eval-split", "0", "--eval-steps", "6", "--max-length", "1024", "--torch-threads", "1",
+                      "--keep-flagged")  # the random teacher's answers never pass the checks
     assert trained.returncode == 0, trained.stderr[-3000:]
     history = json.loads((adapter / "train_history.json").read_text())
     losses = [e["loss"] for e in history["log_history"] if "loss" in e]

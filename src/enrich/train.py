@@ -99,7 +99,8 @@ def train_loop(config: dict[str, Any]) -> None:
     task = build_task(cfg.task)
     base = local_model_path(cfg.base, cfg.s3_endpoint)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    rows, dropped = tokenized_examples(tokenizer, task, cfg.data, cfg.max_length, cfg.limit, cfg.s3_endpoint)
+    rows, dropped = tokenized_examples(tokenizer, task, cfg.data, cfg.max_length, cfg.limit, cfg.s3_endpoint,
+                                       keep_flagged=cfg.keep_flagged)
     tokens_per_row = sum(len(r["input_ids"]) for r in rows) / len(rows)
     log.info("%d training rows (%d over max_length %d dropped), %.0f tokens per row",
              len(rows), dropped, cfg.max_length, tokens_per_row)

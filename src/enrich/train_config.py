@@ -20,8 +20,14 @@ class TrainConfig(BaseModel):
     task: str = Field("address", description="Task whose prompt and output schema the model learns.")
     data: str = Field(
         ...,
-        description="Training data: an enrich output folder (enriched rows are the labels, rejects are "
-        "never used), Parquet/JSONL files with the text and the task's fields, or chat JSONL (`messages`).",
+        description="Training data: an enrich output folder (its manifest-listed enriched rows are the "
+        "labels; rejects and rows flagged by --flag-invalid are not), Parquet/JSONL files with the text and "
+        "the task's fields, or chat JSONL (`messages`).",
+    )
+    keep_flagged: bool = Field(
+        False, description="Also train on the rows of an enrich output that --flag-invalid flagged (they "
+        "failed the task's checks). Off: flagged answers are no labels. For testing the loop with a "
+        "teacher whose answers never pass, like a random-weight model.",
     )
     base: str = Field(..., description="Base model: hub id, local folder or s3:// prefix.")
     output: str = Field(..., description="Folder or s3:// prefix for the final model or adapter.")

@@ -35,7 +35,7 @@ def _is_output_folder(fs: Any, path: str) -> bool:
     return fs.isdir(path) and fs.exists(join(path, "_manifests"))
 
 
-def _read_enriched(data: str, s3_endpoint: str | None) -> pa.Table:
+def _read_enriched(data: str, s3_endpoint: str | None, keep_flagged: bool = False) -> pa.Table:
     """The manifest-listed enriched rows of an enrich output (never an unlisted or superseded
     part file, never the rejects), without the rows `--flag-invalid` flagged: a flagged row
     failed the task's checks, so its answer is no label."""
@@ -43,7 +43,7 @@ def _read_enriched(data: str, s3_endpoint: str | None) -> pa.Table:
 
     table = read_output(data, s3_endpoint=s3_endpoint).to_table()
     flags = [c for c in table.column_names if c.endswith("_issue")]
-    if flags:
+    if flags and not keep_flagged:
         before = table.num_rows
         table = table.filter(reduce(pc.and_, [pc.is_null(table.column(c)) for c in flags]))
         if before > table.num_rows:
@@ -78,12 +78,14 @@ def _from_messages(messages: list[dict[str, Any]]) -> tuple[str, str]:
     return user, answer
 
 
-def labelled_rows(task: Task, data: str, s3_endpoint: str | None = None, text_column: str = "text") -> Iterator[tuple[dict[str, Any], str]]:
+def labelled_rows(
+    task: Task, data: str, s3_endpoint: str | None = None, text_column: str = "text", keep_flagged: bool = False,
+) -> Iterator[tuple[dict[str, Any], str]]:
     """(input row for the prompt, target string) for every usable row of D."""
     fs, path = filesystem(data, s3_endpoint)
     if _is_output_folder(fs, path):
         log.info("%s: an enrich output; its enriched rows are the labels (rejects are skipped)", data)
-        table = _read_enriched(data, s3_endpoint)
+        table = _read_enriched(data, s3_endpoint, keep_flagged)
     else:
         table = _read_table(fs, path)
     fields = list(task.output_model.model_fields)
@@ -122,12 +124,12 @@ def prompt_ids(tokenizer: Any, task: Task, row: dict[str, Any]) -> list[int]:
 
 def tokenized_examples(
     tokenizer: Any, task: Task, data: str, max_length: int, limit: int | None = None,
-    s3_endpoint: str | None = None, text_column: str = "text",
+    s3_endpoint: str | None = None, text_column: str = "text", keep_flagged: bool = False,
 ) -> tuple[list[dict[str, list[int]]], int]:
     """Rows as {input_ids, completion_mask}; rows over max_length are dropped (counted)."""
     eos = tokenizer.convert_tokens_to_ids(EOS)
     out, dropped = [], 0
-    for row, answer in labelled_rows(task, data, s3_endpoint, text_column):
+    for row, answer in labelled_rows(task, data, s3_endpoint, text_column, keep_flagged):
         if limit is not None and len(out) >= limit:
             break
         p = prompt_ids(tokenizer, task, row)
