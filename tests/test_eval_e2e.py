@@ -71,7 +71,8 @@ def test_eval_address_gold_set_from_the_cli(tmp_path: Path, tiny_model: Path) ->
     data = _gold("address/test_with_system.jsonl")
     n = 96
     assert main(["eval", "--task", "address", "--data", data, "--model", str(tiny_model), "--output", str(out),
-                 "--limit", str(n), "--batch-size", "24",
+                 # One batch in the engine at a time, so batches finish (and the timeline steps) apart.
+                 "--limit", str(n), "--batch-size", "24", "--max-concurrent-batches", "1",
                  "--gpu-memory-utilization", "0.25", "--max-model-len", "1024"]) == 0
     result = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     _check(out, result, n, "per_field_accuracy.png", {"rules"})
