@@ -203,3 +203,19 @@ def test_occupancy_is_reported_per_engine() -> None:
     assert 0.5 < stats["occupancy"] <= 1.0
     actor.shutdown()
     assert actor.feeder is None
+
+
+def test_dropping_the_actor_shuts_its_engine_down_without_the_garbage_collector() -> None:
+    """Ray Data's graceful pool shutdown drops the UDF and relies on __del__: no reference cycle
+    may keep the actor alive, or its engine is killed with the process instead of shut down."""
+    import gc
+
+    engine = FakeEngine(lambda prompt, params, lora: ("a", "stop", 1))
+    actor = make(engine)
+    run(actor, batch(2))
+    gc.disable()
+    try:
+        del actor
+        assert engine.shut_down
+    finally:
+        gc.enable()

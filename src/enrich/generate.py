@@ -208,10 +208,14 @@ class EngineActor:
         if in_flight < max_num_seqs:
             log.warning("batch_size x max_concurrent_batches = %d < max_num_seqs %d: the engine cannot be kept "
                         "full", in_flight, max_num_seqs)
+        # No reference back to self from the feeder: with none, Ray Data's graceful pool shutdown
+        # (it drops the UDF) runs __del__ at once, so the engine is shut down while the actor
+        # lives, not killed with it (vLLM then logs EngineDeadError tracebacks).
+        backend = self.backend
         return Feeder(
             cfg, engine, tasks, occupancy, self.ledger, self.engine_id,
-            retry_seed=lambda attempt: self.backend.retry_seed(cfg, attempt),
-            is_dead=lambda exc: self.backend.is_dead(exc, engine),
+            retry_seed=lambda attempt: backend.retry_seed(cfg, attempt),
+            is_dead=lambda exc: backend.is_dead(exc, engine),
             exit_process=self.exit_process,
             max_pending=math.ceil(1.1 * max_num_seqs),
         )
