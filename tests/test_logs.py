@@ -48,7 +48,7 @@ def test_setup_quiets_the_libraries_unless_debug(level: str) -> None:
     debug = level == "DEBUG"
     ctx = ray.data.DataContext.get_current()
     assert (ctx.enable_progress_bars, ctx.print_on_execution_start) == (debug, debug)
-    assert os.environ["VLLM_LOGGING_LEVEL"] == ("DEBUG" if debug else "WARNING")
+    assert os.environ["VLLM_LOGGING_LEVEL"] == ("DEBUG" if debug else "ERROR")
     assert os.environ["RAY_LOGGER_LEVEL"] == ("debug" if debug else "warning")
     console = [h for h in logging.getLogger("ray.data").handlers if h.get_name() == "console"]
     assert console and all(h.level == (logging.INFO if debug else logging.WARNING) for h in console)

@@ -1,6 +1,7 @@
 """The log a user reads: the job's own lines (enrich.*) unless --log-level DEBUG.
 
-At INFO and above, the chatter of the libraries under the job is cut to their warnings:
+At INFO and above, the chatter of the libraries under the job is cut (vLLM to its errors,
+Ray and Ray Data to their warnings):
 Ray Data's progress bars and its every-10-s progress lines (non-tty), its execution-plan
 lines, Ray's driver INFO lines, and vLLM's per-engine INFO lines. At DEBUG all of it shows.
 
@@ -23,8 +24,10 @@ def library_env(level: str) -> dict[str, str]:
     cluster pass them in `ray.init(runtime_env={"env_vars": library_env(level)})`."""
     debug = level.upper() == "DEBUG"
     return {
-        # vLLM logs every engine step's setup at INFO (config dumps, kv-cache sizes, graphs).
-        "VLLM_LOGGING_LEVEL": "DEBUG" if debug else "WARNING",
+        # vLLM logs every engine step's setup at INFO (config dumps, kv-cache sizes, graphs), and
+        # at WARNING its view of the platform (no Triton, no tcmalloc, oneDNN fallbacks,
+        # deprecations) at every engine start: errors only, unless DEBUG.
+        "VLLM_LOGGING_LEVEL": "DEBUG" if debug else "ERROR",
         # The default level of the "ray" logger, read when Ray is imported (ray.init's default).
         "RAY_LOGGER_LEVEL": "debug" if debug else "warning",
     }
