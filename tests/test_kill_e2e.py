@@ -34,7 +34,11 @@ def _cmd(tmp_path: Path, model: Path, *extra: str) -> list[str]:
     return [str(Path(sys.executable).parent / "enrich"), "run", "--input", str(tmp_path / "in"),
             "--output", str(tmp_path / "out"), "--model", str(model), "--batch-size", "8",
             "--row-group-rows", "8", "--gpu-memory-utilization", "0.25", "--max-model-len", "1024",
-            "--flag-invalid", *extra]  # flagged rows stay enriched: the random model gives both kinds
+            "--flag-invalid",  # flagged rows stay enriched: the random model gives both kinds
+            # One batch in the engine at a time: shards finish batches apart, so a kill can land
+            # between two commits (concurrent batches finish together). One attempt per row: the
+            # retries are not what this test is about, and they double its engine time.
+            "--max-concurrent-batches", "1", "--max-attempts", "1", *extra]
 
 
 def _descendants(root: int) -> set[int]:
