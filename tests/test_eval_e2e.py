@@ -63,16 +63,16 @@ def _check(out: Path, result: dict[str, Any], n: int, plot: str, baselines: set[
 
 
 def test_eval_address_gold_set_from_the_cli(tmp_path: Path, tiny_model: Path) -> None:
-    """The issue's command on the first 96 gold rows in batches of 24: invalid rows are resampled
+    """The issue's command on the first 48 gold rows in batches of 12: invalid rows are resampled
     with seeds, the batch that once killed vLLM-CPU ('CPU Generator does not use offset').
     (Every gold row costs ~2 s of grammar-constrained CPU decoding with the random model; the
     rules baseline is scored on all 400 in test_baselines.)"""
     out = tmp_path / "eval"
     data = _gold("address/test_with_system.jsonl")
-    n = 96
+    n = 48
     assert main(["eval", "--task", "address", "--data", data, "--model", str(tiny_model), "--output", str(out),
                  # One batch in the engine at a time, so batches finish (and the timeline steps) apart.
-                 "--limit", str(n), "--batch-size", "24", "--max-concurrent-batches", "1",
+                 "--limit", str(n), "--batch-size", "12", "--max-concurrent-batches", "1",
                  "--gpu-memory-utilization", "0.25", "--max-model-len", "1024"]) == 0
     result = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     _check(out, result, n, "per_field_accuracy.png", {"rules"})

@@ -34,11 +34,11 @@ def _cmd(tmp_path: Path, model: Path, *extra: str) -> list[str]:
     return [str(Path(sys.executable).parent / "enrich"), "run", "--input", str(tmp_path / "in"),
             "--output", str(tmp_path / "out"), "--model", str(model), "--batch-size", "8",
             "--row-group-rows", "8", "--gpu-memory-utilization", "0.25", "--max-model-len", "1024",
-            "--flag-invalid",  # flagged rows stay enriched: the random model gives both kinds
+            "--flag-invalid",  # rows that finish stay enriched (flagged); cut-off ones are rejects
             # One batch in the engine at a time: shards finish batches apart, so a kill can land
-            # between two commits (concurrent batches finish together). One attempt per row: the
-            # retries are not what this test is about, and they double its engine time.
-            "--max-concurrent-batches", "1", "--max-attempts", "1", *extra]
+            # between two commits (concurrent batches finish together). One attempt per row and a
+            # short budget: decoding is not what this test is about, and it is most of its time.
+            "--max-concurrent-batches", "1", "--max-attempts", "1", "--max-tokens", "64", *extra]
 
 
 def _descendants(root: int) -> set[int]:
@@ -129,7 +129,7 @@ def test_job_killed_mid_run_and_mid_overwrite(tmp_path: Path, tiny_model: Path) 
     # 2. --overwrite with a new fingerprint, killed after it replaced one shard: no row lost,
     #    the output is a mix of whole old and whole new shards, readable at once.
     before = {k: m["commit_id"] for k, m in _manifests(out).items()}
-    overwrite = _cmd(tmp_path, tiny_model, "--overwrite", "--max-tokens", "200")
+    overwrite = _cmd(tmp_path, tiny_model, "--overwrite", "--max-tokens", "48")
     replaced = lambda: sum(m["commit_id"] != before[k] for k, m in _manifests(out).items()) >= 1  # noqa: E731
     _start_and_kill(overwrite, out, replaced)
     mixed = _manifests(out)

@@ -70,7 +70,7 @@ def test_engine_actor_killed_mid_run(tmp_path: Path, tiny_model: Path) -> None:
     cfg = JobConfig.model_validate(
         {"input": str(tmp_path / "in"), "output": str(out), "model": str(tiny_model),
          # Write batches of one engine batch, so a shard commits while others still run.
-         "row_group_rows": 8, "engine": {**ENGINE, "max_concurrent_batches": 2}, "sampling": {"max_attempts": 1}}
+         "row_group_rows": 8, "engine": {**ENGINE, "max_concurrent_batches": 2}, "sampling": {"max_attempts": 1, "max_tokens": 64}}
     )
     import ray
 
@@ -128,7 +128,7 @@ def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
         # Write batches of one engine batch: shards commit as they finish (the default batch,
         # 50,000 rows, holds all 64 rows until the end). One batch at a time in the engine,
         # so shards finish batches apart and the kill lands between commits.
-        "--row-group-rows", "8", "--max-concurrent-batches", "1", "--max-attempts", "1",
+        "--row-group-rows", "8", "--max-concurrent-batches", "1", "--max-attempts", "1", "--max-tokens", "64",
     ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -3,6 +3,7 @@ rows, and the Ray settings that keep an engine's processes from outliving its ac
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from enrich.config import JobConfig
@@ -21,7 +22,11 @@ def add_engine_stage(ds: Any, cfg: JobConfig, resources: dict[str, Any], **const
     set_start_failure_budget(ds.context, cfg)
     args = engine_stage_args(cfg, resources)
     args["fn_constructor_kwargs"].update(constructor_kwargs)
-    return ds.map_batches(EngineActor, **args)
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates free-form remote args, but max_restarts and max_task_retries
+        # have no named parameter yet: the warning would print at every run, with nothing to do.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(EngineActor, **args)
 
 
 def set_start_failure_budget(ctx: Any, cfg: JobConfig) -> None:
