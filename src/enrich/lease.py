@@ -9,9 +9,9 @@ and is refused with a clear message; an expired one (a crashed driver) is taken 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
-import logging
 import socket
 import threading
 import time

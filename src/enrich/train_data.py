@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.json as pj
 
+from enrich.output import read_output
 from enrich.prepare import render_prompt
 from enrich.storage import filesystem, join
 from enrich.tasks import Task
@@ -39,8 +40,6 @@ def _read_enriched(data: str, s3_endpoint: str | None, keep_flagged: bool = Fals
     """The manifest-listed enriched rows of an enrich output (never an unlisted or superseded
     part file, never the rejects), without the rows `--flag-invalid` flagged: a flagged row
     failed the task's checks, so its answer is no label."""
-    from enrich.output import read_output
-
     table = read_output(data, s3_endpoint=s3_endpoint).to_table()
     flags = [c for c in table.column_names if c.endswith("_issue")]
     if flags and not keep_flagged:

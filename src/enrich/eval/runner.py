@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from enrich.arrow_types import arrow_schema
-from enrich.config import EngineConfig, JobConfig
+from enrich.config import JobConfig
 from enrich.eval import baselines as B
 from enrich.eval import gold as G
 from enrich.eval.metrics import address_scores, classification_scores, keyword_scores, prf_at_k
@@ -147,16 +147,17 @@ def run_eval(
         opts.setdefault("max_keywords", k)  # the model emits at most k, like the baselines
     shard = join(root, "_eval_input", "eval.jsonl")
     put(fs, shard, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in gs.rows))
-    # Eval sets are small: write (and so commit) every engine batch, so the run's report has a
-    # throughput timeline and a crash keeps the batches done (the 50,000-row default would
-    # commit once, at the end).
-    batch_size = (engine or {}).get("batch_size") or EngineConfig.model_fields["batch_size"].default
     cfg = JobConfig.model_validate({
-        "row_group_rows": batch_size, **job, "input": unstrip(fs, shard), "output": unstrip(fs, join(root, "run")), "task": task,
+        **job, "input": unstrip(fs, shard), "output": unstrip(fs, join(root, "run")), "task": task,
         "model": model, "adapter": adapter, "text_column": text_column if gs.fields else "text",
         "id_column": ID, "overwrite": True, "task_options": opts, "engine": dict(engine or {}),
         "sampling": dict(sampling or {}),
     })
+    if "row_group_rows" not in job:
+        # Eval sets are small: write (and so commit) every engine batch, so the run's report has a
+        # throughput timeline and a crash keeps the batches done (the 50,000-row default would
+        # commit once, at the end).
+        cfg = cfg.model_copy(update={"row_group_rows": cfg.engine.batch_size})
     written = arrow_schema(task_for(cfg).written_model).names
     if missing := [f for f in gs.fields if f not in written]:
         raise ValueError(f"gold columns {missing} are not output columns of task {task!r}: {written}")
