@@ -24,11 +24,15 @@ endif
 demo: install
 	$(PY) -m enrich.demo
 
+# Two pytest workers: an engine keeps about one core busy, so two tests side by side use both
+# cores (CPU slots keep their engines on different cores). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -v
+	$(PY) -m pytest -v -n $(TEST_WORKERS) --dist worksteal --durations=30
 
 test-fast: install
-	$(PY) -m pytest -v -m "not slow"
+	$(PY) -m pytest -v -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[$(EXTRA),test,bench]'

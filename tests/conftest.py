@@ -48,9 +48,16 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The tiny random-weight Qwen3 checkpoint (built once, cached under .cache/)."""
+    import fcntl
+
     from enrich.tiny_checkpoint import build_tiny_checkpoint
 
-    return build_tiny_checkpoint(REPO / ".cache" / "tiny-qwen3")
+    cache = REPO / ".cache"
+    cache.mkdir(exist_ok=True)
+    # `make test` runs two pytest workers: the first builds, the other waits on the lock.
+    with open(cache / "tiny-qwen3.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build_tiny_checkpoint(cache / "tiny-qwen3")
 
 
 @pytest.fixture(scope="session")

@@ -171,7 +171,7 @@ def test_failed_run(tmp_path: Path, tiny_model: Path) -> None:
     (inp / "b.parquet").write_bytes(b"this is not parquet")
     result = enrich(
         "run", "--input", str(inp), "--output", str(tmp_path / "out"), "--model", str(tiny_model),
-        "--gpu-memory-utilization", "0.25", "--max-model-len", "1024", timeout=600,
+        "--gpu-memory-utilization", "0.1", "--max-model-len", "1024", timeout=600,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.splitlines()[-1]

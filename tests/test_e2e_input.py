@@ -19,7 +19,7 @@ from tests.helpers import check_every_row_once, read_output, synthetic_addresses
 
 pytestmark = pytest.mark.slow
 
-ENGINE = {"gpu_memory_utilization": 0.25, "batch_size": 16, "max_model_len": 1024}
+ENGINE = {"gpu_memory_utilization": 0.1, "batch_size": 16, "max_model_len": 1024}
 
 
 def shards(folder: Path) -> dict[str, list[Any]]:

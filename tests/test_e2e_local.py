@@ -22,7 +22,7 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.slow
 
-ENGINE = {"gpu_memory_utilization": 0.25, "batch_size": 16, "max_model_len": 1024}
+ENGINE = {"gpu_memory_utilization": 0.1, "batch_size": 16, "max_model_len": 1024}
 
 
 def write_inputs(folder: Path) -> int:

@@ -47,7 +47,7 @@ def test_s3_inputs_model_and_outputs(
             # Random weights never name a real district: flag such rows instead of rejecting
             # them, so the enriched table has rows and the schema and lineage checks run.
             "task_options": {"flag_invalid": True},
-            "engine": {"gpu_memory_utilization": 0.25, "batch_size": 8, "max_model_len": 1024},
+            "engine": {"gpu_memory_utilization": 0.1, "batch_size": 8, "max_model_len": 1024},
         }
     )
     summary = run(cfg)

@@ -19,7 +19,7 @@ from tests.helpers import check_every_row_once, read_output
 
 pytestmark = pytest.mark.slow
 
-ENGINE = {"gpu_memory_utilization": 0.25, "batch_size": 8, "max_model_len": 1024}
+ENGINE = {"gpu_memory_utilization": 0.1, "batch_size": 8, "max_model_len": 1024}
 
 ABSTRACTS = [
     "采用修正的Rodrigues参数建立了飞行器姿态控制系统的数学模型，并设计了滑模控制器。",

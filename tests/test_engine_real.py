@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def test_real_engine_truncation_retry_occupancy_and_clean_shutdown(tiny_model: Path) -> None:
     cfg = JobConfig.model_validate({
         "input": "in", "output": "out", "model": str(tiny_model), "task": "address",
-        "engine": {"gpu_memory_utilization": 0.25, "max_model_len": 512, "batch_size": 8},
+        "engine": {"gpu_memory_utilization": 0.1, "max_model_len": 512, "batch_size": 8},
         "sampling": {"max_tokens": 2, "max_attempts": 2},  # 2 tokens cannot hold the JSON object
     })
     actor = EngineActor(cfg)

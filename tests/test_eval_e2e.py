@@ -23,7 +23,7 @@ from tests.test_report import check_png
 pytestmark = pytest.mark.slow
 
 N = 12
-ENGINE = {"gpu_memory_utilization": 0.25, "batch_size": 8, "max_model_len": 1024}
+ENGINE = {"gpu_memory_utilization": 0.1, "batch_size": 8, "max_model_len": 1024}
 SAMPLING = {"max_tokens": 160}
 
 
@@ -73,7 +73,7 @@ def test_eval_address_gold_set_from_the_cli(tmp_path: Path, tiny_model: Path) ->
     assert main(["eval", "--task", "address", "--data", data, "--model", str(tiny_model), "--output", str(out),
                  # One batch in the engine at a time, so batches finish (and the timeline steps) apart.
                  "--limit", str(n), "--batch-size", "12", "--max-concurrent-batches", "1",
-                 "--gpu-memory-utilization", "0.25", "--max-model-len", "1024"]) == 0
+                 "--gpu-memory-utilization", "0.1", "--max-model-len", "1024"]) == 0
     result = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     _check(out, result, n, "per_field_accuracy.png", {"rules"})
     assert result["model_scores"]["n"] == n and len(result["model_scores"]["per_field"]) == 6

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
+import psutil
 import pytest
 
 from tests.conftest import REPO, free_port
@@ -31,30 +33,57 @@ def _ray(env: dict[str, str], *args: str, check: bool = True, timeout: float = 1
 
 
 @pytest.fixture
-def local_cluster() -> tuple[dict[str, str], str]:
+def local_cluster() -> Iterator[tuple[dict[str, str], str, str]]:
     """Head (1 CPU) + one worker node (1 CPU) on this machine; stopped afterwards."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
-    _ray(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=1",
-         "--include-dashboard=true", "--disable-usage-stats")
-    # The second node gets its own temp dir, as a second machine would: nodes sharing one
-    # runtime_resources folder re-extract each other's working_dir under a running driver.
-    worker_tmp = tempfile.mkdtemp(prefix="ray-node2-")
+    # Each node gets its own temp dir, as a second machine would (nodes sharing one
+    # runtime_resources folder re-extract each other's working_dir under a running driver),
+    # and so teardown can stop exactly this cluster's processes.
+    node_tmps = [tempfile.mkdtemp(prefix="ray-head-"), tempfile.mkdtemp(prefix="ray-node2-")]
     try:
+        _ray(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=1",
+             "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={node_tmps[0]}")
         _ray(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats",
-             f"--temp-dir={worker_tmp}")
-        yield env, f"http://127.0.0.1:{dashboard}"
+             f"--temp-dir={node_tmps[1]}")
+        yield env, f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{port}"
     finally:
-        _ray(env, "stop", "--force", check=False)
-        shutil.rmtree(worker_tmp, ignore_errors=True)
+        _stop_cluster(node_tmps)
+        for folder in node_tmps:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_job_submit_two_node_cluster(local_cluster: tuple[dict[str, str], str], tmp_path: Path, tiny_model: Path) -> None:
-    env, dashboard = local_cluster
+def _stop_cluster(node_tmps: list[str]) -> None:
+    """Kill this cluster's processes (every Ray process names its node's temp dir) and their
+    children. Not `ray stop --force`: that stops every Ray on the machine, including the
+    embedded Ray of a test running beside this one."""
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if any(folder in cmdline for folder in node_tmps):
+            roots.append(proc)
+    doomed = {p.pid: p for root in roots for p in [root, *_children(root)]}
+    for proc in doomed.values():
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(list(doomed.values()), timeout=30)
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_job_submit_two_node_cluster(local_cluster: tuple[dict[str, str], str, str], tmp_path: Path, tiny_model: Path) -> None:
+    env, dashboard, gcs = local_cluster
     deadline, status = time.time() + 90, ""
     while time.time() < deadline and "/2.0 CPU" not in status:  # both nodes joined
-        status = _ray(env, "status", check=False).stdout
+        status = _ray(env, "status", f"--address={gcs}", check=False).stdout
         time.sleep(2)
     assert "/2.0 CPU" in status, status
     inp, out = tmp_path / "in", tmp_path / "out"
@@ -65,7 +94,7 @@ def test_job_submit_two_node_cluster(local_cluster: tuple[dict[str, str], str], 
     submit = _ray(
         env, "job", "submit", f"--address={dashboard}", f"--working-dir={REPO}", "--no-wait", "--",
         "python", "jobs/normalize_addresses.py", "--input", str(inp), "--output", str(out),
-        "--model", str(tiny_model), "--id-column", "id", "--gpu-memory-utilization", "0.25",
+        "--model", str(tiny_model), "--id-column", "id", "--gpu-memory-utilization", "0.1",
         "--max-model-len", "1024", "--batch-size", "8",
     )
     job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr).group(0)
@@ -85,9 +114,9 @@ def test_job_submit_two_node_cluster(local_cluster: tuple[dict[str, str], str], 
     assert (out / "_SUCCESS").exists()
 
 
-def test_job_without_token_is_refused(local_cluster: tuple[dict[str, str], str]) -> None:
+def test_job_without_token_is_refused(local_cluster: tuple[dict[str, str], str, str]) -> None:
     """Auth stays on: a client without RAY_AUTH_MODE=token cannot submit."""
-    env, dashboard = local_cluster
+    env, dashboard, _ = local_cluster
     no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
     proc = _ray(no_token, "job", "list", f"--address={dashboard}", check=False, timeout=60)
     assert proc.returncode != 0

@@ -33,7 +33,7 @@ def _inputs(folder: Path) -> int:
 def _cmd(tmp_path: Path, model: Path, *extra: str) -> list[str]:
     return [str(Path(sys.executable).parent / "enrich"), "run", "--input", str(tmp_path / "in"),
             "--output", str(tmp_path / "out"), "--model", str(model), "--batch-size", "8",
-            "--row-group-rows", "8", "--gpu-memory-utilization", "0.25", "--max-model-len", "1024",
+            "--row-group-rows", "8", "--gpu-memory-utilization", "0.1", "--max-model-len", "1024",
             "--flag-invalid",  # rows that finish stay enriched (flagged); cut-off ones are rejects
             # One batch in the engine at a time: shards finish batches apart, so a kill can land
             # between two commits (concurrent batches finish together). One attempt per row and a

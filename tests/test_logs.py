@@ -92,7 +92,7 @@ def test_a_run_logs_only_its_own_lines(tmp_path: Path, tiny_model: Path) -> None
     result = subprocess.run(
         [sys.executable, "-m", "enrich.cli", "run", "--input", str(tmp_path / "in"), "--output",
          str(tmp_path / "out"), "--model", str(tiny_model), "--flag-invalid", "--status-every-seconds", "1",
-         "--gpu-memory-utilization", "0.25", "--max-model-len", "1024", "--batch-size", "4"],
+         "--gpu-memory-utilization", "0.1", "--max-model-len", "1024", "--batch-size", "4"],
         capture_output=True, text=True, timeout=900, env=env, cwd=REPO,
     )
     log = result.stdout + result.stderr

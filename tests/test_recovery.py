@@ -25,7 +25,7 @@ from tests.helpers import check_every_row_once, read_output, row_keys, synthetic
 
 pytestmark = pytest.mark.slow
 
-ENGINE = {"gpu_memory_utilization": 0.25, "batch_size": 8, "max_model_len": 1024}
+ENGINE = {"gpu_memory_utilization": 0.1, "batch_size": 8, "max_model_len": 1024}
 
 
 def write_shards(folder: Path, shards: int, rows: int) -> int:
@@ -124,7 +124,7 @@ def test_driver_killed_then_rerun(tmp_path: Path, tiny_model: Path) -> None:
     cmd = [
         str(Path(sys.executable).parent / "enrich"), "run", "--input", str(tmp_path / "in"),
         "--output", str(out), "--model", str(tiny_model), "--batch-size", "8",
-        "--gpu-memory-utilization", "0.25", "--max-model-len", "1024",
+        "--gpu-memory-utilization", "0.1", "--max-model-len", "1024",
         # Write batches of one engine batch: shards commit as they finish (the default batch,
         # 50,000 rows, holds all 64 rows until the end). One batch at a time in the engine,
         # so shards finish batches apart and the kill lands between commits.

@@ -168,7 +168,8 @@ def test_round_trip_run_train_run_adapter(tiny_model: Path, tmp_path: Path) -> N
     rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(synthetic_addresses(24))]
     (inp / "part-0.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     common = ["--model", str(tiny_model), "--task", "address", "--id-column", "id", "--flag-invalid",
-              "--max-model-len", "1024", "--max-tokens", "96", "--batch-size", "24"]
+              "--max-model-len", "1024", "--max-tokens", "96", "--batch-size", "24",
+              "--gpu-memory-utilization", "0.1"]
     labelled = _enrich("run", "--input", str(inp), "--output", str(tmp_path / "labels"), *common)
     assert labelled.returncode == 0, labelled.stderr[-3000:]
     assert pq.read_table(tmp_path / "labels").num_rows > 0
