@@ -139,6 +139,10 @@ def test_ray_starts_with_token_auth(prepared: Config) -> None:
         assert commands[0] == "ray stop"
         starts = [c for c in commands if "ray start" in c]
         assert starts and all("export RAY_AUTH_MODE=token;" in c for c in starts), starts
+        from enrich.engine_stage import RAY_CHILD_CLEANUP_ENV
+
+        for name, value in RAY_CHILD_CLEANUP_ENV.items():  # what the embedded Ray gets, the cluster too
+            assert all(f"{name}={value}" in c for c in starts), (name, starts)
         assert not any("RAY_AUTH_MODE=disabled" in c for c in commands)
     assert prepared["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
 

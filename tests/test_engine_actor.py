@@ -219,3 +219,42 @@ def test_dropping_the_actor_shuts_its_engine_down_without_the_garbage_collector(
         assert engine.shut_down
     finally:
         gc.enable()
+
+
+def test_shutdown_cancels_the_output_handler_first_and_tells_the_ledger() -> None:
+    """vLLM's own shutdown stops the core while its output handler still waits on it (an
+    EngineDeadError traceback at every run's end): the handler goes first. The ledger hears the
+    engine stopped, which the driver waits for before it ends the run."""
+    ledger = Ledger(deaths_per_hour=10)
+    engine = FakeEngine(answer("a"))
+    actor = make(engine, ledger=ledger)
+    assert ledger.live_engines() == 1
+    order: list[str] = []
+
+    async def handler() -> None:  # stands in for AsyncLLM's output handler task
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            order.append("handler cancelled")
+            raise
+
+    async def start_handler() -> asyncio.Task:
+        return asyncio.get_running_loop().create_task(handler())
+
+    engine.output_handler = asyncio.run_coroutine_threadsafe(start_handler(), actor.loop).result()
+    shutdown = engine.shutdown
+    engine.shutdown = lambda: (order.append("engine shutdown"), shutdown())  # type: ignore[method-assign]
+    actor.shutdown()
+    assert order == ["handler cancelled", "engine shutdown"] and engine.shut_down
+    assert ledger.live_engines() == 0
+
+
+def test_the_ledger_counts_live_engines() -> None:
+    ledger = Ledger(deaths_per_hour=10)
+    for engine in ("e1", "e2"):
+        ledger.admit_start(engine)
+        ledger.ready(engine)
+    assert ledger.live_engines() == 2
+    ledger.engine_died("e1", "EngineDeadError", [])  # a dead engine never reports its stop
+    ledger.stopped("e2")
+    assert ledger.live_engines() == 0

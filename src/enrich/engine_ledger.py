@@ -48,6 +48,7 @@ class Ledger:
         self.open: dict[str, int] = defaultdict(int)  # batches an engine is running
         self.rerun_batches = 0  # batches a death cut short: Ray runs them again
         self.spent: str | None = None
+        self.live: set[str] = set()  # engines ready and not yet stopped (or reported dead)
 
     def admit_start(self, engine: str) -> str | None:
         """Called first in an engine actor's setup; a message means: do not start, fail the job.
@@ -68,10 +69,19 @@ class Ledger:
 
     def ready(self, engine: str) -> None:
         self.was_ready.add(engine)
+        self.live.add(engine)
+
+    def stopped(self, engine: str) -> None:
+        """The engine actor shut its engine down (the pool is done with it)."""
+        self.live.discard(engine)
+
+    def live_engines(self) -> int:
+        return len(self.live)
 
     def engine_died(self, engine: str, cause: str, in_flight: list[str]) -> str | None:
         """A dead engine reports the rows it was running; a message means the budget is spent."""
         self.death_reported.add(engine)
+        self.live.discard(engine)
         for key in in_flight:
             self.in_flight_deaths[key] += 1
             if len(in_flight) == 1:
@@ -172,6 +182,24 @@ def start_ledger(deaths_per_hour: int) -> str:
 def run_ledger() -> Any | None:
     """This driver's ledger actor handle (tests watch it), or None."""
     return _driver.get("handle")
+
+
+def wait_for_engines_to_stop(timeout: float = 20.0) -> bool:
+    """Once the engine stage is done, Ray Data lets its actors go and each shuts its engine down
+    (`EngineActor.shutdown`, a few seconds). Wait for that before the run ends: a driver that
+    exits first kills the engines mid-shutdown (vLLM and multiprocessing tracebacks). False when
+    some engine did not report within `timeout` (one killed at the end never will)."""
+    handle = _driver.get("handle")
+    if handle is None:
+        return True
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while ray.get(handle.live_engines.remote(), timeout=60):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def engine_report() -> dict[str, Any] | None:

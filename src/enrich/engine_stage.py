@@ -13,7 +13,14 @@ from enrich.generate import EngineActor
 # Ray's raylet kills a worker's whole process group when the worker dies, also under SIGKILL:
 # vLLM's EngineCore and workers are children of the engine actor, in its process group.
 # (Read by the raylet at start: set before an embedded `ray.init`, and in the cluster's env.)
-RAY_CHILD_CLEANUP_ENV = {"RAY_process_group_cleanup_enabled": "1"}
+RAY_CHILD_CLEANUP_ENV = {
+    "RAY_process_group_cleanup_enabled": "1",
+    # Ray's other cleanup SIGKILLs a worker's children as soon as it starts to exit, before
+    # the actor's __del__ has shut its engine down: multiprocessing's resource tracker dies
+    # first and vLLM's shutdown prints KeyError tracebacks. The process group (above) and
+    # engine_reaper still reap whatever an actor leaves behind.
+    "RAY_kill_child_processes_on_worker_exit": "0",
+}
 
 
 def add_engine_stage(ds: Any, cfg: JobConfig, resources: dict[str, Any], **constructor_kwargs: Any) -> Any:

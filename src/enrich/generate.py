@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import logging
 import math
 import os
@@ -76,6 +77,17 @@ def _lora_kwargs(cfg: JobConfig) -> dict[str, Any]:
     return {"enable_lora": True, "max_lora_rank": cfg.engine.max_lora_rank, "max_loras": len(adapters)}
 
 
+def import_off_stack(*modules: str) -> None:
+    """Import `modules` in a short-lived thread of their own. Importing vLLM leaves a frame of
+    the importing stack alive, and a frame keeps its callers' frames and their locals: imported
+    under the actor's start-up, the actor and its engine stayed referenced for the life of the
+    process, so Ray Data's graceful pool shutdown never ran the actor's __del__ and the engine
+    was killed with the process (EngineDeadError and resource_tracker tracebacks at every run's end)."""
+    thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], name="import-vllm")
+    thread.start()
+    thread.join()
+
+
 @functools.cache  # asked per retried row (request_seed): answer once per process
 def _has_gpu() -> bool:
     import torch
@@ -130,6 +142,7 @@ class VllmBackend:
     def start(self, cfg: JobConfig, occupancy: Occupancy) -> tuple[Any, int]:
         """(engine, max_num_seqs). Runs on the actor's engine loop: AsyncLLM binds its output
         handler to the loop it is created on."""
+        import_off_stack("vllm", "vllm.config", "vllm.v1.engine.async_llm")
         from vllm import AsyncEngineArgs
         from vllm.config import StructuredOutputsConfig
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -251,14 +264,23 @@ class EngineActor:
         as the actor exits finds its resource tracker killed, starts one that prints KeyErrors."""
         feeder = getattr(self, "feeder", None)
         if feeder is not None and hasattr(feeder.engine, "shutdown"):
-            engine = self._engine_processes()
-            feeder.engine.shutdown()
-            self.feeder = None
-            if stop_and_wait(engine, timeout=15.0):
+            processes = self._engine_processes()
+            engine, self.feeder, feeder = feeder.engine, None, None
+            try:
+                self._on_loop(_stop_output_handler(engine)).result(timeout=10)
+            except Exception:  # noqa: BLE001 - a loop already gone: vLLM's shutdown still runs
+                log.debug("could not stop the engine's output handler first", exc_info=True)
+            engine.shutdown()
+            del engine  # the last reference: vLLM's own __del__ runs now, not at interpreter exit
+            killed = stop_and_wait(processes, timeout=15.0)
+            if killed:
                 log.warning("engine processes still running 15 s after the engine's shutdown were killed")
         loop = getattr(self, "loop", None)
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(loop.stop)
+        ledger = getattr(self, "ledger", None)
+        if ledger is not None:  # the driver waits for this before it ends the run (and Ray)
+            ledger.call("stopped", self.engine_id, wait=False)
 
     def _engine_processes(self) -> dict[int, str]:
         """Processes below this one born since the engine started, but the resource tracker."""
@@ -272,6 +294,20 @@ class EngineActor:
             self.shutdown()
         except Exception:  # noqa: BLE001 - interpreter teardown: nothing left to report to
             pass
+
+
+async def _stop_output_handler(engine: Any) -> None:
+    """vLLM's AsyncLLM.shutdown stops the engine core before it cancels the output handler
+    task, which meanwhile finds the core gone and logs an EngineDeadError traceback at every
+    clean end of a run. Cancel the handler first, on its own loop."""
+    handler = getattr(engine, "output_handler", None)
+    if handler is None or handler.done():
+        return
+    handler.cancel()
+    try:
+        await handler
+    except asyncio.CancelledError:
+        pass
 
 
 class EngineStartError(RuntimeError):

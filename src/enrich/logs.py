@@ -30,7 +30,16 @@ def library_env(level: str) -> dict[str, str]:
         "VLLM_LOGGING_LEVEL": "DEBUG" if debug else "ERROR",
         # The default level of the "ray" logger, read when Ray is imported (ray.init's default).
         "RAY_LOGGER_LEVEL": "debug" if debug else "warning",
-    }
+    } | ({} if debug else QUIET_PROCESS_ENV)
+
+
+# What the engine processes print outside any logger: deprecation warnings at vLLM's import,
+# torch's C++ NUMA notice, and multiprocessing's note on the shared memory of an engine
+# worker killed at shutdown. Cut below DEBUG.
+QUIET_PROCESS_ENV = {
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore:resource_tracker:UserWarning",
+    "TORCH_CPP_LOG_LEVEL": "ERROR",
+}
 
 
 def setup_logging(level: str) -> None:

@@ -21,7 +21,7 @@ import pyarrow as pa
 from enrich.arrow_types import arrow_schema
 from enrich.commit import OutputCommitter, new_id
 from enrich.config import JobConfig
-from enrich.engine_ledger import engine_report
+from enrich.engine_ledger import engine_report, wait_for_engines_to_stop
 from enrich.engine_stage import RAY_CHILD_CLEANUP_ENV, add_engine_stage, rows_per_block
 from enrich.fanout import prepare_tasks
 from enrich.sink import WriteTarget, descriptors, validate_and_write
@@ -212,6 +212,8 @@ def _run(cfg: JobConfig, shards: list[ShardInfo], outputs: dict[str, TaskOutput]
                 progress.add_counts(q.rows_ok + q.rows_rejected, q.rows_rejected, q.output_tokens_sum)
             progress.maybe_log(sum(c.done_bytes() for c in committers), sum(len(c.committed) for c in committers))
         timeline = progress.timeline.points
+        if not wait_for_engines_to_stop():
+            log.debug("an engine did not report its shutdown; ending the run anyway")
         engines = engine_report()
     summaries = [_finish(out, started, engine_started, timeline, engines) for out in outputs.values()]
     if cfg.multi_task:  # the run's own record: each task's summary; _SUCCESS when all are done
