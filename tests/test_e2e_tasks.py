@@ -12,7 +12,7 @@ import yaml
 
 from enrich.cli import main
 from enrich.config import JobConfig
-from enrich.pipeline import run, run_tasks
+from enrich.pipeline import run_tasks
 from enrich.tasks.classify import MMLU_PRO_CATEGORIES
 from enrich.tiny_checkpoint import build_tiny_lora
 from tests.helpers import check_every_row_once, read_output
@@ -46,45 +46,6 @@ QUESTIONS = [
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
-def test_keywords_task(tmp_path: Path, tiny_model: Path) -> None:
-    write_jsonl(tmp_path / "in" / "docs.jsonl", [{"doc_id": i, "text": t} for i, t in enumerate(ABSTRACTS)])
-    cfg = JobConfig.model_validate(
-        {"input": str(tmp_path / "in"), "output": str(tmp_path / "out"), "model": str(tiny_model),
-         "task": "keywords", "task_options": {"max_keywords": 5}, "engine": ENGINE}
-    )
-    summary = run(cfg)
-    ok, bad, written = read_output(fsspec.filesystem("file"), str(tmp_path / "out"))
-    check_every_row_once(ok, bad, written, len(ABSTRACTS))
-    assert summary.task == "keywords"
-    # Guided decoding bounds the list (1..5 keywords of <= 24 chars, well within max_tokens), so
-    # even random weights give valid rows; only an all-blank list is rejected (domain_check).
-    assert ok.num_rows > 0, bad.to_pylist()
-    assert ok.schema.field("keywords").type == pa.list_(pa.string())
-    assert ok.schema.field("keywords_dropped").type == pa.int64()
-    for keywords in ok.column("keywords").to_pylist():
-        assert 1 <= len(keywords) <= 5 and len(set(keywords)) == len(keywords)
-    # JSONL input columns are strings for the whole run (docs/architecture.md: input column types)
-    assert set(ok.column("doc_id").to_pylist()) <= {str(i) for i in range(len(ABSTRACTS))}
-    assert set(bad.column("reason").to_pylist()) <= {"truncated", "invalid_json", "schema_violation", "domain_check"}
-
-
-def test_classify_with_lora_adapter(tmp_path: Path, tiny_model: Path) -> None:
-    adapter = build_tiny_lora(tiny_model, tmp_path / "lora", rank=8)
-    write_jsonl(tmp_path / "in" / "q.jsonl", [{"question_id": i, "question": q} for i, q in enumerate(QUESTIONS)])
-    cfg = JobConfig.model_validate(
-        {"input": str(tmp_path / "in"), "output": str(tmp_path / "out"), "model": str(tiny_model),
-         "adapter": str(adapter), "task": "classify", "text_column": "question",
-         "engine": {**ENGINE, "max_lora_rank": 8}}
-    )
-    summary = run(cfg)
-    ok, bad, written = read_output(fsspec.filesystem("file"), str(tmp_path / "out"))
-    check_every_row_once(ok, bad, written, len(QUESTIONS))
-    # Choice-constrained decoding: every answer is exactly one category, none rejected.
-    assert summary.rows_ok == len(QUESTIONS), bad.to_pylist()
-    assert set(ok.column("category").to_pylist()) <= set(MMLU_PRO_CATEGORIES)
-    assert set(ok.column("enrich_adapter").to_pylist()) == {str(adapter)}
 
 
 def test_custom_schema_from_yaml_spec(tmp_path: Path, tiny_model: Path) -> None:
@@ -124,7 +85,8 @@ def test_custom_schema_from_yaml_spec(tmp_path: Path, tiny_model: Path) -> None:
 
 
 def test_several_tasks_in_one_pass_share_the_engine_and_resume_per_task(tmp_path: Path, tiny_model: Path) -> None:
-    """address + classify (LoRA on its rows only) in one pass; a rerun adding keywords runs only keywords."""
+    """address + classify (LoRA on its rows only) in one pass; a rerun adding keywords runs only
+    keywords. (Each of these tasks' output checks lives here: one engine start for three tasks.)"""
     adapter = build_tiny_lora(tiny_model, tmp_path / "lora", rank=8)
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": q} for q in QUESTIONS[:5]] + [{"text": " "}])
     write_jsonl(tmp_path / "in" / "b.jsonl", [{"text": t} for t in ABSTRACTS])
@@ -155,10 +117,19 @@ def test_several_tasks_in_one_pass_share_the_engine_and_resume_per_task(tmp_path
     assert all((out / t / "_SUCCESS").exists() and (out / t / "_report" / "report.md").exists()
                for t in ("address", "classify"))
 
-    spec["tasks"].append({"task": "keywords"})
+    spec["tasks"].append({"task": "keywords", "task_options": {"max_keywords": 5}})
     summaries = run_tasks(JobConfig.model_validate(spec))
     assert [(s.task, s.shards_processed, s.shards_skipped) for s in summaries] == [
         ("address", 0, 2), ("classify", 0, 2), ("keywords", 2, 0)]
     ok, bad, written = read_output(fs, str(out / "keywords"))
     check_every_row_once(ok, bad, written, n)
+    # Guided decoding bounds the list (1..5 keywords of <= 24 chars, well within max_tokens), so
+    # even random weights give valid rows; only an all-blank list is rejected (domain_check).
+    assert ok.num_rows > 0, bad.to_pylist()
+    assert ok.schema.field("keywords").type == pa.list_(pa.string())
+    assert ok.schema.field("keywords_dropped").type == pa.int64()
+    for keywords in ok.column("keywords").to_pylist():
+        assert 1 <= len(keywords) <= 5 and len(set(keywords)) == len(keywords)
+    assert set(bad.column("reason").to_pylist()) <= {"empty_text", "truncated", "invalid_json",
+                                                      "schema_violation", "domain_check"}
     assert list(json.loads((out / "_summary.json").read_text())["tasks"]) == ["address", "classify", "keywords"]

@@ -17,6 +17,7 @@ import fsspec
 import psutil
 import pytest
 
+from enrich.engine_stage import RAY_CHILD_CLEANUP_ENV
 from tests.conftest import REPO, free_port
 from tests.helpers import check_every_row_once, read_output, synthetic_addresses
 
@@ -35,7 +36,9 @@ def _ray(env: dict[str, str], *args: str, check: bool = True, timeout: float = 1
 @pytest.fixture
 def local_cluster() -> Iterator[tuple[dict[str, str], str, str]]:
     """Head (1 CPU) + one worker node (1 CPU) on this machine; stopped afterwards."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    # The raylets start with the settings cluster.yaml gives them (and the embedded Ray gets).
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           **RAY_CHILD_CLEANUP_ENV}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
     # Each node gets its own temp dir, as a second machine would (nodes sharing one
@@ -72,6 +75,19 @@ def _stop_cluster(node_tmps: list[str]) -> None:
     psutil.wait_procs(list(doomed.values()), timeout=30)
 
 
+def _submit_when_the_agent_is_up(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`ray job submit`, retried while the head's job agent is still starting (HTTP 500 "No
+    available agent"): the nodes report their CPUs before the agent serves, more so under load."""
+    deadline = time.time() + 120
+    while True:
+        proc = _ray(env, *args, check=False)
+        if proc.returncode == 0 or "No available agent" not in proc.stderr or time.time() > deadline:
+            break
+        time.sleep(3)
+    assert proc.returncode == 0, f"ray {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
 def _children(proc: psutil.Process) -> list[psutil.Process]:
     try:
         return proc.children(recursive=True)
@@ -91,7 +107,7 @@ def test_job_submit_two_node_cluster(local_cluster: tuple[dict[str, str], str, s
     rows = [json.dumps({"id": f"r{i}", "text": t}, ensure_ascii=False) for i, t in enumerate(synthetic_addresses(16))]
     (inp / "a.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
-    submit = _ray(
+    submit = _submit_when_the_agent_is_up(
         env, "job", "submit", f"--address={dashboard}", f"--working-dir={REPO}", "--no-wait", "--",
         "python", "jobs/normalize_addresses.py", "--input", str(inp), "--output", str(out),
         "--model", str(tiny_model), "--id-column", "id", "--gpu-memory-utilization", "0.1",
