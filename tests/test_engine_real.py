@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from enrich import columns as C
+from enrich import cpu_slots
 from enrich.config import JobConfig
 from enrich.engine_reaper import descendants
 from enrich.generate import EngineActor
@@ -20,7 +21,11 @@ from tests.fake_engine import batch
 pytestmark = pytest.mark.slow
 
 
-def test_real_engine_truncation_retry_occupancy_and_clean_shutdown(tiny_model: Path) -> None:
+def test_real_engine_truncation_retry_occupancy_and_clean_shutdown(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The actor binds the engine to a core through the environment (cpu_slots): here, in the
+    # test's own process, that binding must not outlive the test.
+    monkeypatch.setenv(cpu_slots.BIND_ENV, "recorded")  # so monkeypatch undoes what the actor sets
+    monkeypatch.delenv(cpu_slots.BIND_ENV)
     cfg = JobConfig.model_validate({
         "input": "in", "output": "out", "model": str(tiny_model), "task": "address",
         "engine": {"gpu_memory_utilization": 0.1, "max_model_len": 512, "batch_size": 8},

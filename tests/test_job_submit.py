@@ -41,38 +41,40 @@ def local_cluster() -> Iterator[tuple[dict[str, str], str, str]]:
            **RAY_CHILD_CLEANUP_ENV}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
-    # Each node gets its own temp dir, as a second machine would (nodes sharing one
-    # runtime_resources folder re-extract each other's working_dir under a running driver),
-    # and so teardown can stop exactly this cluster's processes.
-    node_tmps = [tempfile.mkdtemp(prefix="ray-head-"), tempfile.mkdtemp(prefix="ray-node2-")]
+    # The second node gets its own temp dir, as a second machine would: nodes sharing one
+    # runtime_resources folder re-extract each other's working_dir under a running driver.
+    worker_tmp = tempfile.mkdtemp(prefix="ray-node2-")
     try:
         _ray(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=1",
-             "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={node_tmps[0]}")
+             "--include-dashboard=true", "--disable-usage-stats")
         _ray(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats",
-             f"--temp-dir={node_tmps[1]}")
+             f"--temp-dir={worker_tmp}")
         yield env, f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{port}"
     finally:
-        _stop_cluster(node_tmps)
-        for folder in node_tmps:
-            shutil.rmtree(folder, ignore_errors=True)
+        _stop_cluster(port, worker_tmp)
+        shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
-def _stop_cluster(node_tmps: list[str]) -> None:
-    """Kill this cluster's processes (every Ray process names its node's temp dir) and their
-    children. Not `ray stop --force`: that stops every Ray on the machine, including the
-    embedded Ray of a test running beside this one."""
-    roots = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if any(folder in cmdline for folder in node_tmps):
-            roots.append(proc)
-    doomed = {p.pid: p for root in roots for p in [root, *_children(root)]}
+def _stop_cluster(gcs_port: int, worker_tmp: str) -> None:
+    """Kill this cluster's processes and their children: its GCS, and every node process that
+    names its GCS address (`--gcs-address=` or `--address=<node ip>:<port>`) or the second node's temp dir
+    (workers, renamed "ray::...", are children of their raylet). Not `ray stop --force`: that
+    stops every Ray on the machine, including the embedded Ray of a test running beside this one."""
+    ours = re.compile(rf"--gcs[-_]server[-_]port={gcs_port}\b|--(gcs[-_])?address=\S+:{gcs_port}\b")
+
+    def roots() -> list[psutil.Process]:
+        return [proc for proc in psutil.process_iter(["cmdline"])
+                if ours.search(cmdline := " ".join(proc.info["cmdline"] or [])) or worker_tmp in cmdline]
+
+    doomed = {p.pid: p for root in roots() for p in [root, *_children(root)]}
     for proc in doomed.values():
         try:
             proc.kill()
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    psutil.wait_procs(list(doomed.values()), timeout=30)
+    _, alive = psutil.wait_procs(list(doomed.values()), timeout=30)
+    left = [proc.pid for proc in roots()] + [proc.pid for proc in alive]
+    assert not left, f"processes of the test cluster survived its teardown: {left}"
 
 
 def _submit_when_the_agent_is_up(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -156,13 +156,13 @@ class LedgerClient:
         else:
             self.local = target or Ledger(deaths_per_hour)
 
-    def call(self, method: str, *args: Any, wait: bool = True) -> Any:
+    def call(self, method: str, *args: Any, wait: bool = True, timeout: float = 60) -> Any:
         if self.local is not None:
             return getattr(self.local, method)(*args)
         import ray
 
         ref = getattr(self.handle, method).remote(*args)
-        return ray.get(ref, timeout=60) if wait else None
+        return ray.get(ref, timeout=timeout) if wait else None
 
 
 _driver: dict[str, Any] = {}
@@ -184,11 +184,13 @@ def run_ledger() -> Any | None:
     return _driver.get("handle")
 
 
-def wait_for_engines_to_stop(timeout: float = 20.0) -> bool:
+def wait_for_engines_to_stop(timeout: float = 40.0) -> bool:
     """Once the engine stage is done, Ray Data lets its actors go and each shuts its engine down
     (`EngineActor.shutdown`, a few seconds). Wait for that before the run ends: a driver that
     exits first kills the engines mid-shutdown (vLLM and multiprocessing tracebacks). False when
-    some engine did not report within `timeout` (one killed at the end never will)."""
+    some engine did not report within `timeout` (one killed at the end never will). The timeout
+    covers an engine's slowest clean stop on a busy node (10 s for its output handler, vLLM's
+    shutdown, 15 s for its processes); Ray gives an exiting actor 30 s."""
     handle = _driver.get("handle")
     if handle is None:
         return True

@@ -57,6 +57,7 @@ def engine_kwargs(cfg: JobConfig) -> dict[str, Any]:
         "seed": e.seed,
         # Compact JSON: without it random or weak models can emit whitespace forever.
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        "use_tqdm_on_load": False,  # a progress bar in a batch job's log; vLLM logs the load time
         **_lora_kwargs(cfg),
         **_scheduler_kwargs(cfg),
     }
@@ -83,9 +84,20 @@ def import_off_stack(*modules: str) -> None:
     under the actor's start-up, the actor and its engine stayed referenced for the life of the
     process, so Ray Data's graceful pool shutdown never ran the actor's __del__ and the engine
     was killed with the process (EngineDeadError and resource_tracker tracebacks at every run's end)."""
-    thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], name="import-vllm")
+    failed: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            for name in modules:
+                importlib.import_module(name)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            failed.append(exc)
+
+    thread = threading.Thread(target=load, name="import-vllm")
     thread.start()
     thread.join()
+    if failed:
+        raise failed[0]
 
 
 @functools.cache  # asked per retried row (request_seed): answer once per process
@@ -278,9 +290,16 @@ class EngineActor:
         loop = getattr(self, "loop", None)
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(loop.stop)
+        slot = getattr(self, "_cpu_slot", None)
+        if slot is not None:  # the engine's cores are free for the next engine on this node
+            os.close(slot)
+            self._cpu_slot = None
         ledger = getattr(self, "ledger", None)
         if ledger is not None:  # the driver waits for this before it ends the run (and Ray)
-            ledger.call("stopped", self.engine_id, wait=False)
+            try:
+                ledger.call("stopped", self.engine_id, timeout=10)
+            except Exception:  # noqa: BLE001 - a ledger gone with its driver: nobody waits
+                log.debug("could not tell the ledger this engine stopped", exc_info=True)
 
     def _engine_processes(self) -> dict[int, str]:
         """Processes below this one born since the engine started, but the resource tracker."""

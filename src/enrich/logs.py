@@ -68,6 +68,8 @@ def quiet_ray_data(debug: bool) -> None:
         # Ray Data warns once that progress bars are off, which is what we asked for.
         log_once("ray_data_progress_manager_disabled")
         logging.getLogger("ray").setLevel(logging.WARNING)
+        # The embedded Ray says at every start that token auth is on (its default): not news.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_drop_auth_on_notice)
     ray_data = logging.getLogger("ray.data")
     for handler in ray_data.handlers:
         # The console only: Ray Data's own log file (session dir) keeps its DEBUG lines.
@@ -103,3 +105,7 @@ def _drop_trace_records(record: logging.LogRecord) -> bool:
     report a user's error as a Ray bug (it calls a failed task's exception "internal")."""
     message = str(record.msg)
     return not message.startswith(("Full stack trace", "Exception occurred in Ray Data or Ray Core internal code"))
+
+
+def _drop_auth_on_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")

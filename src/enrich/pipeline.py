@@ -213,7 +213,7 @@ def _run(cfg: JobConfig, shards: list[ShardInfo], outputs: dict[str, TaskOutput]
             progress.maybe_log(sum(c.done_bytes() for c in committers), sum(len(c.committed) for c in committers))
         timeline = progress.timeline.points
         if not wait_for_engines_to_stop():
-            log.debug("an engine did not report its shutdown; ending the run anyway")
+            log.warning("an engine did not report its shutdown within 40 s; ending the run anyway")
         engines = engine_report()
     summaries = [_finish(out, started, engine_started, timeline, engines) for out in outputs.values()]
     if cfg.multi_task:  # the run's own record: each task's summary; _SUCCESS when all are done
