@@ -46,13 +46,22 @@ def local_cluster() -> Iterator[tuple[dict[str, str], str, str]]:
     worker_tmp = tempfile.mkdtemp(prefix="ray-node2-")
     try:
         _ray(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=1",
-             "--include-dashboard=true", "--disable-usage-stats")
+             "--include-dashboard=true", "--disable-usage-stats", f"--ray-client-server-port={free_port()}",
+             *_agent_ports())
         _ray(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats",
-             f"--temp-dir={worker_tmp}")
+             f"--temp-dir={worker_tmp}", *_agent_ports())
         yield env, f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{port}"
     finally:
         _stop_cluster(port, worker_tmp)
         shutil.rmtree(worker_tmp, ignore_errors=True)
+
+
+def _agent_ports() -> list[str]:
+    """Free ports for a node's agents. Ray's fixed defaults (e.g. the dashboard agent on 52365)
+    are also taken by the embedded Ray of a test running beside this one; the head's job agent
+    then never comes up ("No available agent to submit job")."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
 
 
 def _stop_cluster(gcs_port: int, worker_tmp: str) -> None:
