@@ -27,12 +27,13 @@ demo: install
 # Two pytest workers: an engine keeps about one core busy, so two tests side by side use both
 # cores (CPU slots keep their engines on different cores). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -v -n $(TEST_WORKERS) --dist worksteal
 
 test: install
-	$(PY) -m pytest -v -n $(TEST_WORKERS) --dist worksteal --durations=30
+	$(PYTEST) --durations=30
 
 test-fast: install
-	$(PY) -m pytest -v -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[$(EXTRA),test,bench]'

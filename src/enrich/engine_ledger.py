@@ -184,13 +184,16 @@ def run_ledger() -> Any | None:
     return _driver.get("handle")
 
 
-def wait_for_engines_to_stop(timeout: float = 40.0) -> bool:
+# An engine's slowest clean stop on a busy node: 10 s for its output handler, vLLM's shutdown,
+# 15 s for its processes (Ray gives an exiting actor 30 s).
+ENGINE_STOP_TIMEOUT = 40.0
+
+
+def wait_for_engines_to_stop(timeout: float = ENGINE_STOP_TIMEOUT) -> bool:
     """Once the engine stage is done, Ray Data lets its actors go and each shuts its engine down
     (`EngineActor.shutdown`, a few seconds). Wait for that before the run ends: a driver that
     exits first kills the engines mid-shutdown (vLLM and multiprocessing tracebacks). False when
-    some engine did not report within `timeout` (one killed at the end never will). The timeout
-    covers an engine's slowest clean stop on a busy node (10 s for its output handler, vLLM's
-    shutdown, 15 s for its processes); Ray gives an exiting actor 30 s."""
+    some engine did not report within `timeout` (one killed at the end never will)."""
     handle = _driver.get("handle")
     if handle is None:
         return True

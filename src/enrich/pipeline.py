@@ -21,7 +21,7 @@ import pyarrow as pa
 from enrich.arrow_types import arrow_schema
 from enrich.commit import OutputCommitter, new_id
 from enrich.config import JobConfig
-from enrich.engine_ledger import engine_report, wait_for_engines_to_stop
+from enrich.engine_ledger import ENGINE_STOP_TIMEOUT, engine_report, wait_for_engines_to_stop
 from enrich.engine_stage import RAY_CHILD_CLEANUP_ENV, add_engine_stage, rows_per_block
 from enrich.fanout import prepare_tasks
 from enrich.sink import WriteTarget, descriptors, validate_and_write
@@ -213,7 +213,8 @@ def _run(cfg: JobConfig, shards: list[ShardInfo], outputs: dict[str, TaskOutput]
             progress.maybe_log(sum(c.done_bytes() for c in committers), sum(len(c.committed) for c in committers))
         timeline = progress.timeline.points
         if not wait_for_engines_to_stop():
-            log.warning("an engine did not report its shutdown within 40 s; ending the run anyway")
+            log.warning("an engine did not report its shutdown within %.0f s; ending the run anyway",
+                        ENGINE_STOP_TIMEOUT)
         engines = engine_report()
     summaries = [_finish(out, started, engine_started, timeline, engines) for out in outputs.values()]
     if cfg.multi_task:  # the run's own record: each task's summary; _SUCCESS when all are done
