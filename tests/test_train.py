@@ -122,6 +122,18 @@ def test_lora_settings_vllm_refuses_are_refused_up_front() -> None:
     assert not cfg.modules_to_save and not cfg.use_dora
 
 
+def test_local_paths_are_made_absolute_for_the_ray_train_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Train's workers run in their own working directory: `make demo-model` passes relative
+    paths, and a relative base folder was read there as a hub id ("Repo id must be in the form ...")."""
+    (tmp_path / "base").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(data="d/train.jsonl", base="base", output="models/m", checkpoints="ck")
+    assert (cfg.data, cfg.base, cfg.output, cfg.checkpoints) == (
+        str(tmp_path / "d" / "train.jsonl"), str(tmp_path / "base"), str(tmp_path / "models" / "m"), str(tmp_path / "ck"))
+    remote = TrainConfig(data="s3://b/d", base="Qwen/Qwen3-0.6B", output="s3://b/o")
+    assert (remote.data, remote.base, remote.output, remote.checkpoints) == ("s3://b/d", "Qwen/Qwen3-0.6B", "s3://b/o", None)
+
+
 # ---------------------------------------------------------------- slow: real Ray Train, real vLLM
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # What vLLM 0.32 loads (PATTERNS 4.3): only these may be in modules_to_save; r <= max_lora_rank.
 VLLM_MODULES_TO_SAVE = frozenset({"classifier", "score"})
@@ -67,6 +68,18 @@ class TrainConfig(BaseModel):
     s3_endpoint: str | None = Field(None, description="Endpoint URL for S3-compatible stores.")
     ray_address: str | None = Field(None, description="Ray cluster; default RAY_ADDRESS, else embedded Ray.")
     max_lora_rank: int = Field(16, ge=1, description="The serving engine's max_lora_rank: a larger r is refused.")
+
+    @field_validator("data", "output", "checkpoints")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        # Ray Train's workers run in their own working directory: a relative path would name another folder.
+        return path if path is None or "://" in path else os.path.abspath(os.path.expanduser(path))
+
+    @field_validator("base")
+    @classmethod
+    def _absolute_base(cls, base: str) -> str:
+        # A local folder is made absolute like the other paths; anything else is a hub id or a URL.
+        return os.path.abspath(base) if "://" not in base and os.path.isdir(base) else base
 
     @model_validator(mode="after")
     def _servable(self) -> TrainConfig:
