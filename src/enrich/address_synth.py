@@ -24,7 +24,6 @@ from pathlib import Path
 
 from enrich.tasks.divisions import MUNICIPALITIES, Division, division_table
 
-NAACL_TRAIN = Path("/work/shared/data/address/naacl2019/train.txt")
 # NAACL labels that belong to the detailed location (after the county).
 _LOCATION_LABELS = {
     "town", "community", "devZone", "devzone", "road", "subRoad", "subroad", "roadno", "subroadno",
@@ -70,12 +69,15 @@ BUILDINGS = ("小区", "花园", "家园", "公寓", "大厦", "广场", "中心
 
 
 @lru_cache(maxsize=1)
-def naacl_fragments(path: str = str(NAACL_TRAIN)) -> tuple[str, ...]:
+def naacl_fragments(path: str | None = None) -> tuple[str, ...]:
     """The location tail of each NAACL train address (its town/road/poi/house/room segments)."""
+    from enrich.eval.gold import shared_data
+
+    source = Path(path) if path else shared_data() / "address" / "naacl2019" / "train.txt"  # TRAIN split only
     out: list[str] = []
     chars: list[str] = []
     started = False
-    for line in [*Path(path).read_text(encoding="utf-8").splitlines(), ""]:
+    for line in [*source.read_text(encoding="utf-8").splitlines(), ""]:
         parts = line.split()
         if len(parts) != 2:
             if chars and len("".join(chars)) <= 40:

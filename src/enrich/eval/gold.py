@@ -7,9 +7,15 @@ returns a list of (text, gold) pairs. Files are read as UTF-8; blank lines are s
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+def shared_data() -> Path:
+    """The shared gold sets beside the clone (../shared/data); ENRICH_SHARED_DATA points elsewhere."""
+    return Path(os.environ.get("ENRICH_SHARED_DATA") or Path(__file__).resolve().parents[4] / "shared" / "data")
+
 
 ADDRESS_FIELDS: tuple[str, ...] = ("province", "city", "district", "specific_location", "name", "phone")
 

@@ -56,7 +56,7 @@ class DivisionError(DomainError):  # carries what was resolved before the failur
         self.resolved = resolved
 
 
-def _aliases(d: Division) -> set[str]:
+def aliases(d: Division) -> set[str]:
     out = {d.short} | ({d.short + "州"} if d.name.endswith("自治州") else set())  # 大理州
     return out - {"", d.name}
 
@@ -74,7 +74,7 @@ class DivisionTable:
         for d in self.by_code.values():
             for scope in [d.parent or ""] + (["P" + self.province_of(d).adcode] if d.level == 3 else []):
                 self._full[(scope, d.name)].append(d)
-                for alias in _aliases(d):
+                for alias in aliases(d):
                     self._short[(scope, alias)].append(d)
             if d.parent:
                 self._children[d.parent].append(d)
@@ -168,7 +168,7 @@ def division_table() -> DivisionTable:
 # ---------------------------------------------------------------- normalization
 def _variants(name: str, *ancestors: Division | None, raw: str = "") -> list[str]:
     """`name`, then with leading ancestor names stripped: 大理白族自治州大理市 -> 大理市."""
-    prefixes = {n for d in ancestors if d is not None for n in (d.name, *_aliases(d))} | {raw}
+    prefixes = {n for d in ancestors if d is not None for n in (d.name, *aliases(d))} | {raw}
     ordered, out = sorted(prefixes - {""}, key=len, reverse=True), [name]
     while p := next((p for p in ordered if out[-1].startswith(p) and len(out[-1]) > len(p)), None):
         out.append(out[-1][len(p) :])
