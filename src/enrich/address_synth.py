@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import string
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -108,11 +109,24 @@ def _places() -> tuple[list[tuple[Division, Division | None, Division]], dict[st
     return triples, by_city
 
 
+@lru_cache(maxsize=1)
+def _span_chars() -> str:
+    """Characters of real location fragments and names: the pool of the copy-only spans below."""
+    return "".join(sorted(set("".join(naacl_fragments())) | set(GIVEN) | set(SURNAMES)
+                          - set(string.ascii_letters + string.digits + string.punctuation + string.whitespace)))
+
+
+def _random_span(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(_span_chars()) for _ in range(n))
+
+
 def _name(rng: random.Random) -> str:
     roll = rng.random()
     if roll < 0.05:
         return rng.choice(MINORITY_NAMES)
-    surname = rng.choice(COMPOUND_SURNAMES) if roll < 0.12 else rng.choice(SURNAMES)
+    if roll < 0.2:  # any characters: a name can only be copied, never recalled from a list
+        return _random_span(rng, rng.choice((2, 3, 3, 4)))
+    surname = rng.choice(COMPOUND_SURNAMES) if roll < 0.27 else rng.choice(SURNAMES)
     roll = rng.random()
     if roll < 0.06:
         return surname + rng.choice(("先生", "女士", "小姐", "老师", "总", "经理"))
@@ -122,10 +136,11 @@ def _name(rng: random.Random) -> str:
 
 def _phone(rng: random.Random) -> tuple[str, bool]:
     roll = rng.random()
-    if roll < 0.76:
+    if roll < 0.35:
         return rng.choice(MOBILE_PREFIXES) + f"{rng.randrange(10**8):08d}", False
-    if roll < 0.8:  # 11 digits fitting no numbering plan: order systems hold such numbers too
-        return str(rng.randint(0, 9)) + f"{rng.randrange(10**10):010d}", False
+    if roll < 0.65:  # 11 digits fitting no numbering plan: order systems hold such numbers too,
+        # and they teach the model to copy every digit instead of recalling a mobile prefix
+        return str(rng.randint(2, 9)) + f"{rng.randrange(10**10):010d}", False
     area = rng.choice(("010", "020", "021", "022", "023", "024", "025", "027", "028", "029")) if rng.random() < 0.5 \
         else "0" + str(rng.randint(310, 999))
     local = str(rng.randint(2, 8)) + "".join(str(rng.randrange(10)) for _ in range(rng.choice((6, 7, 7))))
@@ -147,6 +162,11 @@ def _composed_location(rng: random.Random) -> str:
     elif roll < 0.8:
         out += f"{rng.randint(1, 30)}-{rng.randint(1, 6)}-{rng.randint(101, 2808)}"
     return out
+
+
+def _garbled(rng: random.Random, fragment: str) -> str:
+    """A real fragment with a third of its characters replaced: recall fails, only copying works."""
+    return "".join(_random_span(rng, 1) if c not in string.digits and rng.random() < 0.33 else c for c in fragment)
 
 
 def _region(
@@ -187,7 +207,8 @@ def example(rng: random.Random) -> tuple[str, dict[str, str]]:
     else:
         prov, city, county = triples[rng.choice(by_city[rng.choice(sorted(by_city))])]
     frags = naacl_fragments()
-    loc = rng.choice(frags) if rng.random() < 0.7 else _composed_location(rng)
+    roll = rng.random()
+    loc = rng.choice(frags) if roll < 0.55 else _composed_location(rng) if roll < 0.8 else _garbled(rng, rng.choice(frags))
     name = _name(rng) if rng.random() > 0.015 else ""
     phone, landline = _phone(rng) if rng.random() > 0.015 else ("", False)
     region, city_gold, district_gold = _region(rng, prov, city, county)
