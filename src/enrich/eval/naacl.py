@@ -101,13 +101,13 @@ def evaluate_naacl(data: str, model: str, output: str, limit: int | None, engine
     out.mkdir(parents=True, exist_ok=True)
     shard = out / "_input" / "naacl.jsonl"
     shard.parent.mkdir(exist_ok=True)
-    shard.write_text("".join(json.dumps({"row": i, "text": t}, ensure_ascii=False) + "\n"
+    shard.write_text("".join(json.dumps({"row": str(i), "text": t}, ensure_ascii=False) + "\n"
                              for i, (t, _) in enumerate(rows)), encoding="utf-8")
     cfg = JobConfig.model_validate({"input": str(shard), "output": str(out / "run"), "model": model, "task": "address",
                                     "id_column": "row", "overwrite": True, "engine": dict(engine)})
     summary = run(cfg)
     by_id = {r["row"]: r for r in pq.read_table(out / "run", columns=["row", *SCORED.values()]).to_pylist()}
-    preds = [by_id.get(i) for i in range(len(rows))]  # None: rejected
+    preds = [by_id.get(str(i)) for i in range(len(rows))]  # None: rejected
     golds = [g for _, g in rows]
     result = {
         "data": data, "model": model, "n": len(rows), "rows_ok": summary.output_rows_ok,
