@@ -40,11 +40,13 @@ bench: install
 	$(PY) bench/run.py
 
 DEMO_TRAIN = RAY_worker_niceness=0 nice -n 10 $(PY) -m enrich.cli train --full --eval-split 0.005 --eval-steps 500 --batch-size 8 --warmup-ratio 0.02 --torch-threads 2 --seed 0
-demo-model: install  # ~1.5 h on 2 idle CPU cores: generated data, compact tokenizer, two `enrich train --full` stages
+demo-model: install  # ~1.5 h on 2 idle CPU cores; needs ../shared/data/address/naacl2019/train.txt (or ENRICH_SHARED_DATA)
+	rm -rf .cache/demo-model  # a finished run of the same name would otherwise be resumed and republished
 	$(PY) -m enrich.demo_model .cache/demo-model
 	$(PY) -m enrich.address_synth .cache/demo-model/train2.jsonl --rows 60000 --seed 1
 	$(DEMO_TRAIN) --data .cache/demo-model/train.jsonl --base .cache/demo-model/base --output .cache/demo-model/stage1 --checkpoints .cache/demo-model/checkpoints --max-steps 6000 --learning-rate 3e-3
 	$(DEMO_TRAIN) --data .cache/demo-model/train2.jsonl --base .cache/demo-model/stage1 --output models/demo-address --checkpoints .cache/demo-model/checkpoints2 --max-steps 3500 --learning-rate 1e-3
+	mkdir -p models/demo-address/stage1 && cp .cache/demo-model/stage1/train_report.md .cache/demo-model/stage1/loss.png .cache/demo-model/stage1/train_history.json models/demo-address/stage1/
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

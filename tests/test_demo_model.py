@@ -28,7 +28,7 @@ MEASURED = {"exact_match": 0.50, "province": 0.76, "city": 0.76, "district": 0.7
             "name": 0.56, "phone": 0.75}
 # NAACL-2019 test split, its first 200 addresses (scored where the gold has the span).
 NAACL_SLICE = 200
-NAACL_MEASURED = {"province": 0.540, "city": 0.578, "district": 0.435}
+NAACL_MEASURED = {"province": 0.540, "city": 0.569, "district": 0.435}
 MARGIN = 0.05
 
 

@@ -31,6 +31,11 @@ def test_blocks_become_text_and_the_first_span_of_each_scored_label() -> None:
                     ("龙港镇1097", {})]
 
 
+def test_a_span_ends_at_any_other_label() -> None:
+    rows = list(parse_naacl(iter(["浙 B-prov\n", "X I-town\n", "江 I-prov\n"])))
+    assert rows == [("浙X江", {"province": "浙"})]
+
+
 def test_a_malformed_line_is_named_by_file_line_and_column() -> None:
     with pytest.raises(ValueError, match=r"t\.txt:2:1: expected"):
         list(parse_naacl(iter(["浙 B-prov\n", "江\n"]), "t.txt"))

@@ -79,7 +79,8 @@ class TrainConfig(BaseModel):
     @classmethod
     def _absolute_base(cls, base: str) -> str:
         # A local folder is made absolute like the other paths; anything else is a hub id or a URL.
-        return os.path.abspath(base) if "://" not in base and os.path.isdir(base) else base
+        local = os.path.expanduser(base)
+        return os.path.abspath(local) if "://" not in base and os.path.isdir(local) else base
 
     @model_validator(mode="after")
     def _servable(self) -> TrainConfig:

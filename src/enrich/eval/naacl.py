@@ -3,8 +3,11 @@
 NAACL-2019 gold spans are surface text (浙江, 杭州市, 义乌) and often absent (an address may start at
 the city), while the task emits official names (浙江省, 金华市, 义乌市) and infers what is left out.
 So each of province, city and district is scored only where the gold has that span, and a value
-counts as right when it names the same division as the span: both go through the division table's
-short form (浙江 == 浙江省). Whole-row exact match does not apply: the gold has no name or phone.
+counts as right when its short form equals the span's: names the division table knows go through
+its short forms (浙江 == 浙江省). Names are compared as text: the level and the parent are not
+checked (two 鼓楼区 in different cities match), and a span the table no longer knows (奉化市, now
+奉化区; 江干区, abolished) matches only itself. Whole-row exact match does not apply: the gold has
+no phone.
 
     python -m enrich.eval.naacl --model models/demo-address --output demo-output/naacl
 """
@@ -46,8 +49,8 @@ def parse_naacl(lines: Iterator[str], source: str = "naacl") -> Iterator[tuple[s
             spans[field], current = token, field
         elif tag.startswith("I-") and field and current == field:
             spans[field] += token
-        else:
-            current = None if tag.startswith("B-") or tag == "O" else current
+        else:  # any other tag ends the span being read
+            current = None
     if text:
         yield "".join(text), spans
 
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = {"max_model_len": 1024, "gpu_memory_utilization": args.gpu_memory_utilization}
     result = evaluate_naacl(args.data, args.model, args.output, args.limit, engine)
     for name in ("model_scores", "rules"):
-        cells = ", ".join(f"{f} {s['accuracy']:.3f} (n={s['support']})" for f, s in result[name].items())
+        cells = ", ".join(f"{f} {s['accuracy']:.3f} (n={s['support']})" if s["support"] else f"{f} - (n=0)"
+                          for f, s in result[name].items())
         print(f"{name}: {cells}")
     return 0
 
