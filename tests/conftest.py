@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from enrich.eval.gold import shared_data
+
 REPO = Path(__file__).resolve().parents[1]
-# The shared gold sets live beside the clone; ENRICH_SHARED_DATA points elsewhere (a worktree).
-SHARED_DATA = Path(os.environ.get("ENRICH_SHARED_DATA") or REPO.parent / "shared" / "data")
+SHARED_DATA = shared_data()  # beside the clone; ENRICH_SHARED_DATA points elsewhere (a worktree)
 ADDRESS_GOLD = SHARED_DATA / "address" / "test_with_system.jsonl"
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+from enrich.eval.gold import shared_data
 from enrich.tasks.divisions import MUNICIPALITIES, Division, division_table
 
 # NAACL labels that belong to the detailed location (after the county).
@@ -72,8 +73,6 @@ BUILDINGS = ("小区", "花园", "家园", "公寓", "大厦", "广场", "中心
 @lru_cache(maxsize=1)
 def naacl_fragments(path: str | None = None) -> tuple[str, ...]:
     """The location tail of each NAACL train address (its town/road/poi/house/room segments)."""
-    from enrich.eval.gold import shared_data
-
     source = Path(path) if path else shared_data() / "address" / "naacl2019" / "train.txt"  # TRAIN split only
     out: list[str] = []
     chars: list[str] = []

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+
 def shared_data() -> Path:
     """The shared gold sets beside the clone (../shared/data); ENRICH_SHARED_DATA points elsewhere."""
     return Path(os.environ.get("ENRICH_SHARED_DATA") or Path(__file__).resolve().parents[4] / "shared" / "data")

@@ -75,7 +75,7 @@ def same_division(pred: Any, gold: str, shorts: Mapping[str, str]) -> bool:
     if not isinstance(pred, str) or not pred.strip():
         return False
     p, g = pred.strip(), gold.strip()
-    return p == g or shorts.get(p, p) == shorts.get(g, g)
+    return shorts.get(p, p) == shorts.get(g, g)
 
 
 def naacl_scores(preds: Sequence[Mapping[str, Any] | None], golds: Sequence[Mapping[str, str]]) -> dict[str, Any]:
