@@ -93,10 +93,9 @@ def naacl_scores(preds: Sequence[Mapping[str, Any] | None], golds: Sequence[Mapp
 
 def evaluate_naacl(data: str, model: str, output: str, limit: int | None, engine: Mapping[str, Any]) -> dict[str, Any]:
     """The model through the real pipeline and the rules baseline on the same addresses, scored as above."""
-    import pyarrow.parquet as pq
-
     from enrich.config import JobConfig
     from enrich.eval.baselines import rule_based_address
+    from enrich.output import read_output
     from enrich.pipeline import run
 
     rows = load_naacl(data, limit)
@@ -109,7 +108,8 @@ def evaluate_naacl(data: str, model: str, output: str, limit: int | None, engine
     cfg = JobConfig.model_validate({"input": str(shard), "output": str(out / "run"), "model": model, "task": "address",
                                     "id_column": "row", "overwrite": True, "engine": dict(engine)})
     summary = run(cfg)
-    by_id = {r["row"]: r for r in pq.read_table(out / "run", columns=["row", *SCORED.values()]).to_pylist()}
+    enriched = read_output(str(out / "run")).to_table(columns=["row", *SCORED.values()])  # the committed rows
+    by_id = {r["row"]: r for r in enriched.to_pylist()}
     preds = [by_id.get(str(i)) for i in range(len(rows))]  # None: rejected
     golds = [g for _, g in rows]
     result = {
