@@ -31,6 +31,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+from enrich.config import EngineConfig  # noqa: E402
 from feeding_engine import GPU_L4, PROFILES, Engine, Row, StepModel, ideal_time, make_rows  # noqa: E402
 from flatness import STANDIN_ANSWER  # noqa: E402
 
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=20000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-num-seqs", default="64,256")
-    p.add_argument("--max-concurrent-batches", type=int, default=8)
+    p.add_argument("--max-concurrent-batches", type=int, default=None,
+                   help="batches in flight per actor (default: enrich's own, EngineConfig.batches_in_flight)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--source-note", default="", help="where enrich.engine_feed came from (recorded, e.g. a commit)")
     args = p.parse_args(argv)
@@ -194,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for profile in PROFILES.values():
         for s in (int(x) for x in args.max_num_seqs.split(",")):
-            r = run(rows, profile, s, concurrent=args.max_concurrent_batches)
+            concurrent = args.max_concurrent_batches or EngineConfig(batch_size=64, max_num_seqs=s).batches_in_flight()
+            r = {**run(rows, profile, s, concurrent=concurrent), "max_concurrent_batches": concurrent}
             results.append(r)
             print(f"[feeding-actor] {profile.name:18s} seqs {s:3d} {r['rows_per_s']:8.1f} rows/s "
                   f"{r['of_ideal']:.3f} of ideal, occupancy {r['occupancy']:.3f}", flush=True)  # fmt: skip
-    res = {"rows": args.rows, "seed": args.seed, "max_concurrent_batches": args.max_concurrent_batches,
+    res = {"rows": args.rows, "seed": args.seed, "max_concurrent_batches": args.max_concurrent_batches or "enrich's default",
            "gap_s": 5e-3, "batch_size": 64, "target_of_ideal": 0.9, "results": results,
            "feeder_source": args.source_note or __import__("enrich.engine_feed").engine_feed.__file__}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -186,11 +186,13 @@ def render_feeding(feeding: dict[str, Any], actor: dict[str, Any] | None = None)
         out += ["", f"The same engine and rows ({actor['rows']}) fed by enrich's own code, `enrich.engine_feed.Feeder` "
                 f"(the async EngineActor's feeding core; {actor.get('feeder_source', 'engine branch')}), in virtual time "
                 "(`bench/feeding_actor.py`):", "",
-                "| step model | max_num_seqs | rows/s | of ideal | occupancy (engine) | occupancy (enrich's measure) "
-                "| rows with wrong attempt count |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+                "| step model | max_num_seqs | batches in flight | rows/s | of ideal | occupancy (engine) "
+                "| occupancy (enrich's measure) | rows with wrong attempt count |",
+                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in actor["results"]:
             mine = (r.get("feeder_occupancy") or {}).get("occupancy")
-            out.append(f"| {r['profile']} | {r['max_num_seqs']} | {r['rows_per_s']:.1f} | {r['of_ideal']:.3f} | "
+            k = r.get("max_concurrent_batches", actor.get("max_concurrent_batches"))
+            out.append(f"| {r['profile']} | {r['max_num_seqs']} | {k} | {r['rows_per_s']:.1f} | {r['of_ideal']:.3f} | "
                        f"{r['occupancy']:.3f} | {ratio_text(mine)} | {r['rows_with_wrong_attempts']} |")  # fmt: skip
         new += [r for r in actor["results"] if r["profile"].startswith("gpu")]
     met = new and all(r["of_ideal"] >= feeding["target_of_ideal"] for r in new)

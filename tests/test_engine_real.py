@@ -13,7 +13,7 @@ import pytest
 
 from enrich import columns as C
 from enrich import cpu_slots
-from enrich.config import JobConfig
+from enrich.config import VLLM_ENGINE_MAX_NUM_SEQS, JobConfig
 from enrich.engine_reaper import descendants
 from enrich.generate import EngineActor
 from tests.fake_engine import batch
@@ -46,6 +46,8 @@ def test_real_engine_truncation_retry_occupancy_and_clean_shutdown(tiny_model: P
     stats = actor.feeder.occupancy.summary()
     assert stats["source"] == "scheduler"  # vLLM 0.32's scheduler stats reach the actor
     assert stats["requests"] == 32 and 0 < stats["occupancy"] <= 1
+    # Unpinned, the engine runs vLLM's default, which the plan's batches_in_flight assumes.
+    assert stats["max_num_seqs"] == VLLM_ENGINE_MAX_NUM_SEQS
 
     actor.shutdown()
     deadline = time.time() + 10

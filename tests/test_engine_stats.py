@@ -1,8 +1,12 @@
 """The occupancy measure: time-weighted running sequences / max_num_seqs, idle time between
-batches, scheduler stats preferred over the actor's own in-flight count."""
+batches, scheduler stats preferred over the actor's own in-flight count; how many batches an
+engine actor holds to keep max_num_seqs running."""
 
 from __future__ import annotations
 
+import pytest
+
+from enrich.config import PENDING_HEADROOM, VLLM_ENGINE_MAX_NUM_SEQS, EngineConfig
 from enrich.engine_stats import Occupancy
 
 
@@ -74,3 +78,21 @@ def test_reset_forgets_the_warm_up() -> None:
     occ.finished()
     s = occ.summary()
     assert s["requests"] == 1 and s["idle_seconds"] == 0 and s["active_seconds"] == 1 and s["occupancy"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("engine", "expected"),
+    [
+        ({}, 4),  # vLLM's 128 sequences: ceil(140.8 / 64) + 1
+        ({"max_num_seqs": 64}, 3),
+        ({"max_num_seqs": 256}, 6),
+        ({"max_num_seqs": 64, "batch_size": 8}, 10),
+        ({"max_num_seqs": 64, "max_concurrent_batches": 2}, 2),  # pinned wins
+    ],
+)
+def test_batches_in_flight_fill_max_num_seqs_plus_one_to_refill(engine: dict, expected: int) -> None:
+    e = EngineConfig.model_validate(engine)
+    assert e.batches_in_flight() == expected
+    seqs = e.max_num_seqs or VLLM_ENGINE_MAX_NUM_SEQS
+    if e.max_concurrent_batches is None:  # enough rows to keep the pending set full, and not a batch more
+        assert (expected - 1) * e.batch_size >= PENDING_HEADROOM * seqs > (expected - 2) * e.batch_size

@@ -5,6 +5,7 @@ Every field carries a description; `enrich run --help` is generated from them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from enrich.locations import overlaps
+
+# vLLM's max_num_seqs for the async engine enrich builds when none is pinned
+# (SchedulerConfig.DEFAULT_MAX_NUM_SEQS; create_engine_config's usage context has no default of its own).
+VLLM_ENGINE_MAX_NUM_SEQS = 128
+# Requests an engine actor keeps submitted: this x max_num_seqs, so a finished sequence is replaced
+# in the next step without waiting for a coroutine to wake.
+PENDING_HEADROOM = 1.1
 
 
 class EngineConfig(BaseModel):
@@ -55,11 +63,12 @@ class EngineConfig(BaseModel):
         None, ge=1,
         description="Tokens the engine schedules per step (vLLM max_num_batched_tokens); default: vLLM's.",
     )
-    max_concurrent_batches: int = Field(
-        8,
+    max_concurrent_batches: int | None = Field(
+        None,
         ge=1,
-        description="Batches in flight per engine actor, so the engine's running set stays full "
-        "across batch boundaries (batch_size x this should reach the engine's max_num_seqs).",
+        description="Batches in flight per engine actor: enough to keep the engine's running set "
+        "full across batch boundaries, few enough that rows never wait at one engine while another "
+        "idles. Default: ceil(1.1 x max_num_seqs / batch_size) + 1 (max_num_seqs unset: vLLM's 128).",
     )
     max_engine_deaths_per_hour: int = Field(
         20,
@@ -73,6 +82,15 @@ class EngineConfig(BaseModel):
         description="Error budget: engine start-up failures in a row (reset when an engine "
         "starts) before the run fails with the engine's cause.",
     )
+
+
+    def batches_in_flight(self) -> int:
+        """`max_concurrent_batches`, or what fills max_num_seqs (with the feeder's headroom) plus
+        one batch to refill from while the next block is on its way."""
+        if self.max_concurrent_batches is not None:
+            return self.max_concurrent_batches
+        seqs = self.max_num_seqs or VLLM_ENGINE_MAX_NUM_SEQS
+        return math.ceil(PENDING_HEADROOM * seqs / self.batch_size) + 1
 
 
 class SamplingConfig(BaseModel):

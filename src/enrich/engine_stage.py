@@ -61,12 +61,13 @@ def engine_stage_args(cfg: JobConfig, resources: dict[str, Any]) -> dict[str, An
         "batch_size": e.batch_size,
         "batch_format": "pyarrow",
         # max_concurrent_calls_per_actor becomes the actor's max_concurrency: that many batches
-        # run at once on the actor's async engine; twice as many are queued at the actor (Ray
-        # Data's default ratio) so the next batch is there when one completes.
+        # run at once on the actor's async engine, and no more are queued at it. A queue there
+        # (Ray Data's default: twice as many) only holds rows another engine could run: the first
+        # engine up took all 7 blocks of a 400-row input while the second sat idle (bench, 2026-12-06).
         "compute": ray.data.ActorPoolStrategy(
             size=e.num_engines,
-            max_concurrent_calls_per_actor=e.max_concurrent_batches,
-            max_tasks_in_flight_per_actor=2 * e.max_concurrent_batches,
+            max_concurrent_calls_per_actor=e.batches_in_flight(),
+            max_tasks_in_flight_per_actor=e.batches_in_flight(),
         ),
         # A dead engine exits its actor; Ray restarts it and re-runs its batches, without limit:
         # the run's ledger enforces the error budget. (Distinct remote args also keep reading

@@ -30,7 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from enrich.config import JobConfig
+from enrich.config import PENDING_HEADROOM, JobConfig
 from enrich.cpu_slots import bind_engine_to_own_cores
 from enrich.engine_feed import Feeder, describe
 from enrich.engine_reaper import descendants, start_reaper, stop_and_wait
@@ -229,7 +229,7 @@ class EngineActor:
         for label, sub in cfg.task_configs().items():
             lora_id = adapters.setdefault(sub.adapter, len(adapters) + 1) if sub.adapter else 0
             tasks[label] = self.backend.decoding(sub, task_for(sub), lora_id)
-        in_flight = cfg.engine.batch_size * cfg.engine.max_concurrent_batches
+        in_flight = cfg.engine.batch_size * cfg.engine.batches_in_flight()
         if in_flight < max_num_seqs:
             log.warning("batch_size x max_concurrent_batches = %d < max_num_seqs %d: the engine cannot be kept "
                         "full", in_flight, max_num_seqs)
@@ -242,7 +242,7 @@ class EngineActor:
             retry_seed=lambda attempt: backend.retry_seed(cfg, attempt),
             is_dead=lambda exc: backend.is_dead(exc, engine),
             exit_process=self.exit_process,
-            max_pending=math.ceil(1.1 * max_num_seqs),
+            max_pending=math.ceil(PENDING_HEADROOM * max_num_seqs),
         )
 
     def _on_loop(self, coro: Any) -> Future:
