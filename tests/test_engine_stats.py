@@ -83,16 +83,16 @@ def test_reset_forgets_the_warm_up() -> None:
 @pytest.mark.parametrize(
     ("engine", "expected"),
     [
-        ({}, 4),  # vLLM's 128 sequences: ceil(140.8 / 64) + 1
-        ({"max_num_seqs": 64}, 3),
-        ({"max_num_seqs": 256}, 6),
-        ({"max_num_seqs": 64, "batch_size": 8}, 10),
+        ({}, 5),  # vLLM's 128 sequences: ceil(140.8 / 64) + 2
+        ({"max_num_seqs": 64}, 4),
+        ({"max_num_seqs": 256}, 7),
+        ({"max_num_seqs": 64, "batch_size": 8}, 11),
         ({"max_num_seqs": 64, "max_concurrent_batches": 2}, 2),  # pinned wins
     ],
 )
-def test_batches_in_flight_fill_max_num_seqs_plus_one_to_refill(engine: dict, expected: int) -> None:
+def test_batches_in_flight_fill_max_num_seqs_plus_two_to_refill(engine: dict, expected: int) -> None:
     e = EngineConfig.model_validate(engine)
     assert e.batches_in_flight() == expected
     seqs = e.max_num_seqs or VLLM_ENGINE_MAX_NUM_SEQS
-    if e.max_concurrent_batches is None:  # enough rows to keep the pending set full, and not a batch more
-        assert (expected - 1) * e.batch_size >= PENDING_HEADROOM * seqs > (expected - 2) * e.batch_size
+    if e.max_concurrent_batches is None:  # the pending set full, two batches more, and no third
+        assert (expected - 2) * e.batch_size >= PENDING_HEADROOM * seqs > (expected - 3) * e.batch_size

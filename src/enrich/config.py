@@ -68,7 +68,7 @@ class EngineConfig(BaseModel):
         ge=1,
         description="Batches in flight per engine actor: enough to keep the engine's running set "
         "full across batch boundaries, few enough that rows never wait at one engine while another "
-        "idles. Default: ceil(1.1 x max_num_seqs / batch_size) + 1 (max_num_seqs unset: vLLM's 128).",
+        "idles. Default: ceil(1.1 x max_num_seqs / batch_size) + 2 (max_num_seqs unset: vLLM's 128).",
     )
     max_engine_deaths_per_hour: int = Field(
         20,
@@ -86,11 +86,13 @@ class EngineConfig(BaseModel):
 
     def batches_in_flight(self) -> int:
         """`max_concurrent_batches`, or what fills max_num_seqs (with the feeder's headroom) plus
-        one batch to refill from while the next block is on its way."""
+        two batches to refill from: a batch returns only when its slowest row is done, so the
+        batches in their tails hold few rows (+1 fell below 0.9 of an always-full engine in the
+        GPU-like simulation at 256 sequences, bench/feeding_actor.py)."""
         if self.max_concurrent_batches is not None:
             return self.max_concurrent_batches
         seqs = self.max_num_seqs or VLLM_ENGINE_MAX_NUM_SEQS
-        return math.ceil(PENDING_HEADROOM * seqs / self.batch_size) + 1
+        return math.ceil(PENDING_HEADROOM * seqs / self.batch_size) + 2
 
 
 class SamplingConfig(BaseModel):
