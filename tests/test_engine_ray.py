@@ -20,6 +20,8 @@ from enrich.engine_ledger import engine_report
 from enrich.engine_stage import add_engine_stage, rows_per_block
 from tests.fake_engine import BrokenBackend, FakeBackend, FakeEngine, answer, batch
 
+pytestmark = pytest.mark.slow
+
 
 class LateSecondBackend(FakeBackend):
     """The first engine to start is up at once; every other one takes `delay` seconds."""
@@ -34,8 +36,6 @@ class LateSecondBackend(FakeBackend):
         except FileExistsError:
             time.sleep(self.delay)
         return super().start(cfg, occupancy)
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -83,7 +83,6 @@ class EngineConfig(BaseModel):
         "starts) before the run fails with the engine's cause.",
     )
 
-
     def batches_in_flight(self) -> int:
         """`max_concurrent_batches`, or what fills max_num_seqs (with the feeder's headroom) plus
         two batches to refill from: a batch returns only when its slowest row is done, so the

@@ -56,6 +56,7 @@ def engine_stage_args(cfg: JobConfig, resources: dict[str, Any]) -> dict[str, An
 
     e = cfg.engine
     ledger = start_ledger(e.max_engine_deaths_per_hour)
+    in_flight = e.batches_in_flight()
     return {
         "fn_constructor_kwargs": {"cfg": cfg, "ledger": ledger},
         "batch_size": e.batch_size,
@@ -66,8 +67,8 @@ def engine_stage_args(cfg: JobConfig, resources: dict[str, Any]) -> dict[str, An
         # engine up took all 7 blocks of a 400-row input while the second sat idle (bench, 2026-12-06).
         "compute": ray.data.ActorPoolStrategy(
             size=e.num_engines,
-            max_concurrent_calls_per_actor=e.batches_in_flight(),
-            max_tasks_in_flight_per_actor=e.batches_in_flight(),
+            max_concurrent_calls_per_actor=in_flight,
+            max_tasks_in_flight_per_actor=in_flight,
         ),
         # A dead engine exits its actor; Ray restarts it and re-runs its batches, without limit:
         # the run's ledger enforces the error budget. (Distinct remote args also keep reading
