@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from enrich import address_synth
-from enrich.address_synth import COMPOUND_SURNAMES, MINORITY_NAMES, examples
+from enrich.address_synth import COMPOUND_SURNAMES, MINORITY_NAMES, SynthMix, examples
 from enrich.tasks.divisions import MUNICIPALITIES, division_table, normalize_divisions
 from tests.conftest import shared_file
 
@@ -62,3 +63,41 @@ def test_the_generator_names_no_test_split() -> None:
     source = Path(address_synth.__file__).read_text(encoding="utf-8")
     assert "test_with_system" not in source and "test.txt" not in source and "dev.txt" not in source
     assert "train.txt" in source  # NAACL fragments come from the train split only
+
+
+def test_the_default_mix_draws_the_first_stages_rows_unchanged() -> None:
+    """`make demo-model` regenerates stages 1 and 2's data with the default mix: a change to the
+    draw would make the recipe train a different model than the committed one."""
+    shared_file("address/naacl2019/train.txt")
+    digest = hashlib.sha256()
+    for text, gold in examples(3_000, seed=0):
+        digest.update(repr((text, gold)).encode())
+    assert digest.hexdigest() == "f2de0a7c19dea8206ebc2f421c0800e6cb8735cf4bd2a3924546d068e034397f"
+
+
+def test_a_mix_leaves_out_provinces_brings_unknown_characters_spaces_and_dotted_names(rows: list) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(__file__).parents[1] / "models" / "demo-address"))
+    mixed = list(examples(5_000, seed=3, mix=SynthMix(drop_province=0.7, rare_chars=0.25, spaced_location=0.15,
+                                                   dotted_names=0.05)))
+    table = division_table()
+    for text, g in mixed:
+        for field in ("specific_location", "name", "phone"):
+            assert g[field] in text, (field, g[field], text)
+        normalize_divisions(g["province"], g["city"], g["district"], table)  # raises if not a real division
+
+    def inferred(sample: list) -> float:
+        return sum(g["province"] not in t and g["province"].removesuffix("省") not in t for t, g in sample) / len(sample)
+
+    def as_bytes(value: str) -> bool:  # a character outside the vocabulary encodes as several tokens
+        return any(len(tokenizer.encode(c)) > 1 for c in value)
+
+    assert inferred(mixed) > inferred(rows) + 0.2, (inferred(mixed), inferred(rows))
+    unknown_names = sum(as_bytes(g["name"]) for _, g in mixed) / len(mixed)
+    assert sum(as_bytes(g["name"]) for _, g in rows[:5_000]) == 0  # stages 1-2 never taught byte copying
+    assert 0.1 < unknown_names < 0.3, unknown_names
+    spaced = sum(" " in g["specific_location"] for _, g in mixed) / len(mixed)
+    assert spaced > 0.1 + sum(" " in g["specific_location"] for _, g in rows[:5_000]) / 5_000, spaced
+    dotted = sum("·" in g["name"] for _, g in mixed) / len(mixed)
+    assert dotted > 0.03 + sum("·" in g["name"] for _, g in rows[:5_000]) / 5_000, dotted

@@ -7,6 +7,9 @@ county uniformly (all ~2,850 appear). Street/POI/house fragments come from the N
 split only (never dev/test, never the seed's test set), mixed with composed ones. The text then
 drops or shortens the province/city in the ways people type (`丽江市古城区…`: 云南省 inferred),
 and puts name and phone, labelled in the seed's formats or bare, in any order with any separator.
+A `SynthMix` shifts the draw for a later training stage (more inferred provinces, characters
+outside the model's vocabulary, spaces inside the location); its defaults draw exactly the rows
+of the first stages, so their data stays reproducible.
 Gold: official full names for province and city (a municipality repeats itself), the county as
 named, the location as written, name and phone verbatim.
 
@@ -20,6 +23,7 @@ import json
 import random
 import string
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -68,6 +72,21 @@ ROADS = ("路", "街", "大道", "大街", "巷", "弄", "道", "胡同", "中�
 PLACE_CHARS = "人民解放建设和平新华中山文化胜利光明朝阳青年幸福长江黄河学府工业迎宾东风北京南京江南滨江科技创业花园丽景金桥"
 BUILDINGS = ("小区", "花园", "家园", "公寓", "大厦", "广场", "中心", "苑", "城", "府", "湾", "新村", "产业园",
              "商务楼", "写字楼", "村", "社区", "工业园", "大楼")
+
+
+# CJK Unified Ideographs: any of them may appear in a name or a street, most are outside a compact
+# vocabulary (the demo model's holds ~3,000 characters) and reach the model as their UTF-8 bytes.
+_CJK = (0x4E00, 0x9FA5)
+
+
+@dataclass(frozen=True)
+class SynthMix:
+    """Shares that shift the draw; all zero reproduces the first training stages' rows exactly."""
+
+    drop_province: float = 0.0  # of the rows that would name the province, the share that leaves it out
+    rare_chars: float = 0.0  # share of names (and half that of locations) with characters from all of CJK
+    spaced_location: float = 0.0  # share of locations with a space inside (`人民路25号 大理古城国际酒店`)
+    dotted_names: float = 0.0  # share of names in the given·father form of Uyghur names, parts of any length
 
 
 @lru_cache(maxsize=1)
@@ -193,13 +212,39 @@ def _region(
     return [*head, county.name], written, county.name
 
 
+def _rare(rng: random.Random, text: str) -> str:
+    """Each Chinese character, with probability 0.4, replaced by any CJK character: only copying
+    them byte by byte gets them right."""
+    return "".join(chr(rng.randint(*_CJK)) if "\u4e00" <= c <= "\u9fa5" and rng.random() < 0.4 else c for c in text)
+
+
+def _dotted_name(rng: random.Random) -> str:
+    """`艾丽菲热·阿布都瓦依提`: known parts or any characters, so the parts are copied, not recalled."""
+    parts = [p for name in MINORITY_NAMES for p in name.split("·")]
+    return "·".join(rng.choice(parts) if rng.random() < 0.5 else _random_span(rng, rng.randint(2, 6))
+                    for _ in range(rng.choice((2, 2, 2, 3))))
+
+
+def _spaced(rng: random.Random, loc: str) -> str:
+    cut = rng.randint(1, len(loc) - 1)
+    return loc[:cut] + " " + loc[cut:]
+
+
+def _drop_province(head: list[str], prov: Division, city: Division | None) -> list[str]:
+    if city is None or prov.adcode in MUNICIPALITIES:  # there the province names the city or county
+        return head
+    glued = prov.short + city.name  # `浙江杭州市`; never strip a prefix alone: 吉林省's city is 吉林市
+    return [city.name if h == glued else h for h in head if h not in (prov.name, prov.short)]
+
+
 def _labelled(rng: random.Random, labels: tuple[str, ...], value: str, seps: tuple[str, ...] = LABEL_SEPS) -> str:
     label = rng.choice(labels)
     return label + rng.choice(seps) + value if label else value
 
 
-def example(rng: random.Random) -> tuple[str, dict[str, str]]:
-    """One (text, gold) pair."""
+def example(rng: random.Random, mix: SynthMix = SynthMix()) -> tuple[str, dict[str, str]]:
+    """One (text, gold) pair. Draws for a zero share are skipped, so the default mix consumes the
+    random stream exactly as before the mix existed."""
     triples, by_city = _places()
     if rng.random() < 0.2:
         prov, city, county = rng.choice(triples)
@@ -211,6 +256,16 @@ def example(rng: random.Random) -> tuple[str, dict[str, str]]:
     name = _name(rng) if rng.random() > 0.015 else ""
     phone, landline = _phone(rng) if rng.random() > 0.015 else ("", False)
     region, city_gold, district_gold = _region(rng, prov, city, county)
+    if mix.drop_province and rng.random() < mix.drop_province:
+        region = _drop_province(region, prov, city)
+    if mix.dotted_names and name and rng.random() < mix.dotted_names:
+        name = _dotted_name(rng)
+    if mix.rare_chars and rng.random() < mix.rare_chars:
+        name = _rare(rng, name)
+    if mix.rare_chars and rng.random() < mix.rare_chars / 2:
+        loc = _rare(rng, loc)
+    if mix.spaced_location and len(loc) > 3 and rng.random() < mix.spaced_location:
+        loc = _spaced(rng, loc)
     addr = (" " if rng.random() < 0.12 else "").join([*region, loc])
     if name and rng.random() < 0.06:  # the name glued to the location: "…3号楼18层索南扎西"
         addr, name_glued = addr + name, True
@@ -242,18 +297,18 @@ def example(rng: random.Random) -> tuple[str, dict[str, str]]:
     return text, gold
 
 
-def examples(n: int, seed: int = 0) -> Iterator[tuple[str, dict[str, str]]]:
+def examples(n: int, seed: int = 0, mix: SynthMix = SynthMix()) -> Iterator[tuple[str, dict[str, str]]]:
     rng = random.Random(seed)
     for _ in range(n):
-        yield example(rng)
+        yield example(rng, mix)
 
 
-def write_jsonl(path: str | Path, n: int, seed: int = 0) -> Path:
+def write_jsonl(path: str | Path, n: int, seed: int = 0, mix: SynthMix = SynthMix()) -> Path:
     """Rows `{"text", province, city, district, specific_location, name, phone}` (enrich train's input)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
-        for text, gold in examples(n, seed):
+        for text, gold in examples(n, seed, mix):
             fh.write(json.dumps({"text": text, **gold}, ensure_ascii=False) + "\n")
     return out
 
@@ -263,8 +318,15 @@ def main() -> None:
     parser.add_argument("out", help="JSONL file to write")
     parser.add_argument("--rows", type=int, default=40_000, help="rows to generate")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--drop-province", type=float, default=0.0,
+                        help="share of the rows naming their province that leave it out (to be inferred)")
+    parser.add_argument("--rare-chars", type=float, default=0.0,
+                        help="share of names (half that of locations) with characters from all of CJK")
+    parser.add_argument("--spaced-location", type=float, default=0.0, help="share of locations with a space inside")
+    parser.add_argument("--dotted-names", type=float, default=0.0, help="share of names in the given·father form")
     args = parser.parse_args()
-    print(write_jsonl(args.out, args.rows, args.seed))
+    mix = SynthMix(args.drop_province, args.rare_chars, args.spaced_location, args.dotted_names)
+    print(write_jsonl(args.out, args.rows, args.seed, mix))
 
 
 if __name__ == "__main__":
