@@ -44,13 +44,18 @@ endif
 	$(PY) bench/run.py
 
 DEMO_TRAIN = RAY_worker_niceness=0 nice -n 10 $(PY) -m enrich.cli train --full --eval-split 0.005 --eval-steps 500 --batch-size 8 --warmup-ratio 0.02 --torch-threads 2 --seed 0
-demo-model: install  # ~1.5 h on 2 idle CPU cores; needs ../shared/data/address/naacl2019/train.txt (or ENRICH_SHARED_DATA)
+demo-model: install  # ~2.5 h on 2 idle CPU cores; needs ../shared/data/address/naacl2019/train.txt (or ENRICH_SHARED_DATA)
 	rm -rf .cache/demo-model  # a finished run of the same name would otherwise be resumed and republished
 	$(PY) -m enrich.demo_model .cache/demo-model
 	$(PY) -m enrich.address_synth .cache/demo-model/train2.jsonl --rows 60000 --seed 1
+	# stages 3-4 shift the mix: provinces to infer, characters outside the vocabulary, spaces, dotted names
+	$(PY) -m enrich.address_synth .cache/demo-model/train3.jsonl --rows 60000 --seed 2 --drop-province 0.5 --rare-chars 0.25 --spaced-location 0.15
+	$(PY) -m enrich.address_synth .cache/demo-model/train4.jsonl --rows 60000 --seed 3 --drop-province 0.7 --rare-chars 0.25 --spaced-location 0.15 --dotted-names 0.05
 	$(DEMO_TRAIN) --data .cache/demo-model/train.jsonl --base .cache/demo-model/base --output .cache/demo-model/stage1 --checkpoints .cache/demo-model/checkpoints --max-steps 6000 --learning-rate 3e-3
-	$(DEMO_TRAIN) --data .cache/demo-model/train2.jsonl --base .cache/demo-model/stage1 --output models/demo-address --checkpoints .cache/demo-model/checkpoints2 --max-steps 3500 --learning-rate 1e-3
-	mkdir -p models/demo-address/stage1 && cp .cache/demo-model/stage1/train_report.md .cache/demo-model/stage1/loss.png .cache/demo-model/stage1/train_history.json models/demo-address/stage1/
+	$(DEMO_TRAIN) --data .cache/demo-model/train2.jsonl --base .cache/demo-model/stage1 --output .cache/demo-model/stage2 --checkpoints .cache/demo-model/checkpoints2 --max-steps 3500 --learning-rate 1e-3
+	$(DEMO_TRAIN) --data .cache/demo-model/train3.jsonl --base .cache/demo-model/stage2 --output .cache/demo-model/stage3 --checkpoints .cache/demo-model/checkpoints3 --max-steps 3000 --learning-rate 1e-3
+	$(DEMO_TRAIN) --data .cache/demo-model/train4.jsonl --base .cache/demo-model/stage3 --output models/demo-address --checkpoints .cache/demo-model/checkpoints4 --max-steps 2500 --learning-rate 5e-4
+	for stage in stage1 stage2 stage3; do mkdir -p models/demo-address/$$stage && cp .cache/demo-model/$$stage/train_report.md .cache/demo-model/$$stage/loss.png .cache/demo-model/$$stage/train_history.json models/demo-address/$$stage/; done
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
