@@ -76,11 +76,13 @@ def init_ray(cfg: JobConfig) -> None:
     if address:
         ray.init(address=address)
         return
-    # Embedded: vLLM's per-request INFO lines drown the job's own log unless asked for.
-    level = os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")
-    for name, value in RAY_CHILD_CLEANUP_ENV.items():  # read by the raylet this init starts
+    # Embedded: vLLM's per-request INFO lines drown the job's own log unless asked for. The raylet
+    # this init starts, and so every worker, inherits the environment: no runtime_env, whose setup,
+    # with the dashboard's, cost ~2 s of start-up (bench/startup.py).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    for name, value in RAY_CHILD_CLEANUP_ENV.items():
         os.environ.setdefault(name, value)
-    ray.init(address="local", runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": level}})
+    ray.init(address="local", include_dashboard=False)
 
 
 def gpus_per_engine(cfg: JobConfig) -> float:
