@@ -54,7 +54,8 @@ demo-model: install  # ~2.5 h on 2 idle CPU cores; needs ../shared/data/address/
 	$(DEMO_TRAIN) --data .cache/demo-model/train.jsonl --base .cache/demo-model/base --output .cache/demo-model/stage1 --checkpoints .cache/demo-model/checkpoints --max-steps 6000 --learning-rate 3e-3
 	$(DEMO_TRAIN) --data .cache/demo-model/train2.jsonl --base .cache/demo-model/stage1 --output .cache/demo-model/stage2 --checkpoints .cache/demo-model/checkpoints2 --max-steps 3500 --learning-rate 1e-3
 	$(DEMO_TRAIN) --data .cache/demo-model/train3.jsonl --base .cache/demo-model/stage2 --output .cache/demo-model/stage3 --checkpoints .cache/demo-model/checkpoints3 --max-steps 3000 --learning-rate 1e-3
-	$(DEMO_TRAIN) --data .cache/demo-model/train4.jsonl --base .cache/demo-model/stage3 --output models/demo-address --checkpoints .cache/demo-model/checkpoints4 --max-steps 2500 --learning-rate 5e-4
+	$(DEMO_TRAIN) --data .cache/demo-model/train4.jsonl --base .cache/demo-model/stage3 --output .cache/demo-model/stage4 --checkpoints .cache/demo-model/checkpoints4 --max-steps 2500 --learning-rate 5e-4
+	rm -rf models/demo-address && cp -r .cache/demo-model/stage4 models/demo-address
 	for stage in stage1 stage2 stage3; do mkdir -p models/demo-address/$$stage && cp .cache/demo-model/$$stage/train_report.md .cache/demo-model/$$stage/loss.png .cache/demo-model/$$stage/train_history.json models/demo-address/$$stage/; done
 
 clean:

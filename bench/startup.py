@@ -36,10 +36,10 @@ ray.shutdown()
 """
 
 VARIANTS = {
-    "runtime_env + dashboard (enrich today)": 'runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}}',
+    "runtime_env + dashboard (old init_ray)": 'runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}}',
     "no runtime_env + dashboard": "",
     "runtime_env, no dashboard": 'runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": "WARNING"}}, include_dashboard=False',
-    "no runtime_env, no dashboard": "include_dashboard=False",
+    "no runtime_env, no dashboard (new init_ray)": "include_dashboard=False",
 }
 
 

@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # starts a Ray cluster
 
 PROBE = """
 import json, os
@@ -34,5 +38,5 @@ def test_an_embedded_run_starts_ray_without_dashboard_and_workers_inherit_its_en
                           timeout=300, check=True)
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["worker"] == ["ERROR", "1"], seen  # the level and the raylet's cleanup setting reach workers
-    assert not seen["dashboard"], seen  # no dashboard: ~2 s of start-up a batch job does not need
+    assert not seen["dashboard"], seen  # a batch job does not need it; with runtime_env, ~1.9 s of start-up
     assert not seen["runtime_env"], seen

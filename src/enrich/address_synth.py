@@ -86,7 +86,7 @@ class SynthMix:
     drop_province: float = 0.0  # of the rows that would name the province, the share that leaves it out
     rare_chars: float = 0.0  # share of names (and half that of locations) with characters from all of CJK
     spaced_location: float = 0.0  # share of locations with a space inside (`人民路25号 大理古城国际酒店`)
-    dotted_names: float = 0.0  # share of names in the given·father form of Uyghur names, parts of any length
+    dotted_names: float = 0.0  # share of names in the given·father form (阿依古丽·买买提), parts of any length
 
 
 @lru_cache(maxsize=1)
@@ -226,6 +226,7 @@ def _dotted_name(rng: random.Random) -> str:
 
 
 def _spaced(rng: random.Random, loc: str) -> str:
+    """A space at any inner position, as people type them (`人民路25号 大理古城国际酒店`)."""
     cut = rng.randint(1, len(loc) - 1)
     return loc[:cut] + " " + loc[cut:]
 
@@ -233,6 +234,9 @@ def _spaced(rng: random.Random, loc: str) -> str:
 def _drop_province(head: list[str], prov: Division, city: Division | None) -> list[str]:
     if city is None or prov.adcode in MUNICIPALITIES:  # there the province names the city or county
         return head
+    # Known defect, kept until the next retraining (fixing it changes stages 3-4's rows): 吉林省's
+    # short name is also its city's written short (吉林), so that city is dropped too while its gold
+    # stays 吉林 (6 in 30,000 stage-4 rows).
     glued = prov.short + city.name  # `浙江杭州市`; never strip a prefix alone: 吉林省's city is 吉林市
     return [city.name if h == glued else h for h in head if h not in (prov.name, prov.short)]
 
@@ -325,7 +329,8 @@ def main() -> None:
     parser.add_argument("--spaced-location", type=float, default=0.0, help="share of locations with a space inside")
     parser.add_argument("--dotted-names", type=float, default=0.0, help="share of names in the given·father form")
     args = parser.parse_args()
-    mix = SynthMix(args.drop_province, args.rare_chars, args.spaced_location, args.dotted_names)
+    mix = SynthMix(drop_province=args.drop_province, rare_chars=args.rare_chars,
+                   spaced_location=args.spaced_location, dotted_names=args.dotted_names)
     print(write_jsonl(args.out, args.rows, args.seed, mix))
 
 

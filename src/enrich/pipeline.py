@@ -77,8 +77,8 @@ def init_ray(cfg: JobConfig) -> None:
         ray.init(address=address)
         return
     # Embedded: vLLM's per-request INFO lines drown the job's own log unless asked for. The raylet
-    # this init starts, and so every worker, inherits the environment: no runtime_env, whose setup,
-    # with the dashboard's, cost ~2 s of start-up (bench/startup.py).
+    # this init starts, and so every worker, inherits the environment: no runtime_env. Without it
+    # and the dashboard, start-up was ~1.9 s shorter in bench/startup.py (3 repeats, spreads overlap).
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     for name, value in RAY_CHILD_CLEANUP_ENV.items():
         os.environ.setdefault(name, value)
