@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from schedule import LoadGate  # bench/ is on sys.path: this script's folder
+
 PROBE = """
 import time, sys
 t0 = float(sys.argv[1])
@@ -43,13 +45,6 @@ VARIANTS = {
 }
 
 
-def wait_for_load(max_load: float, timeout: float = 900.0) -> float:
-    deadline = time.time() + timeout
-    while os.getloadavg()[0] > max_load and time.time() < deadline:
-        time.sleep(5)
-    return os.getloadavg()[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -60,8 +55,9 @@ def main() -> None:
     order = [name for name in VARIANTS for _ in range(args.repeats)]
     random.Random(args.seed).shuffle(order)
     runs = []
+    gate = LoadGate(max_load=args.max_load, wait_s=900.0)
     for name in order:
-        load = wait_for_load(args.max_load)
+        load = gate.wait()["loadavg_1m_before"]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         done = subprocess.run([sys.executable, "-c", PROBE.format(args=VARIANTS[name]), repr(time.time())],
                               capture_output=True, text=True, env=env, check=True)
