@@ -144,10 +144,12 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
 
     task = build_task("address")
     engines = spec.get("engines", 1)
+    # address="local": a fresh embedded cluster like enrich's, never one a stale
+    # /tmp/ray/ray_current_cluster points at (ray.init() then refuses num_gpus).
     if spec["gpu"]:
-        ray.init()
+        ray.init(address="local")
     else:  # logical GPUs, one per engine, so the GPU-shaped engine stage schedules on a CPU node
-        ray.init(num_gpus=engines)
+        ray.init(address="local", num_gpus=engines)
     t_ray = time.time()
     engine_kwargs = dict(spec["engine"])
     # vllm.AsyncEngineArgs (unlike vllm.LLM) does not turn this dict into the config object.
