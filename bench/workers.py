@@ -168,7 +168,9 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
     config = vLLMEngineProcessorConfig(
         model_source=spec["model"],
         engine_kwargs=engine_kwargs,
-        concurrency=engines,
+        # An int n is an autoscaling pool of 1..n engines for this processor (Ray 2.60's
+        # get_concurrency): it never grew past one engine here. (n, n) is a fixed pool of n.
+        concurrency=(engines, engines),
         batch_size=spec["batch_size"],
         chat_template_stage={"chat_template_kwargs": {"enable_thinking": False}, **stage},
         tokenize_stage={**stage} or True,
