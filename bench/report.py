@@ -128,11 +128,6 @@ def render_results(results: dict[str, Any]) -> list[str]:
         f"enrich --max-attempts {cfg['enrich_max_attempts']}.",
         "",
     ]
-    for r in results.get("reruns", []):  # bench/rerun.py: runs replaced after a harness fix
-        out += [
-            f"**Rerun** of {', '.join(r['systems'])} on {r['date']} (UTC), commit {r.get('git_commit')}, "
-            f"{len(r['replaced_runs'])} runs replaced: {r['reason']}", "", "```", r["command"], "```", "",
-        ]  # fmt: skip
     return out
 
 

@@ -736,30 +736,3 @@ def test_a_pool_that_started_fewer_engines_than_asked_is_a_failed_run(tmp_path, 
     rec = b.run_system("peer-all-cores", 2, 10, inputs.pinned(64, 2048))
     assert rec["ok"] is True and rec["engines_ready"] == two
 
-
-def _load_rerun():
-    spec = importlib.util.spec_from_file_location("bench_rerun", REPO / "bench" / "rerun.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_rerun_replaces_one_systems_runs_and_the_targets_follow():
-    rerun = _load_rerun()
-    base = _results()  # peer-all-cores at 61 s, enrich-all-cores at 40 s: 1.53x, met
-    slower_peer = [r for r in _runs(figures={"peer-all-cores": ((45.0, 46.0, 47.0), (19.0,) * 3, 85.0)})
-                   if r["system"] == "peer-all-cores"]  # fmt: skip
-    new = {**_results(runs=slower_peer), "date": "2026-12-07T07:00:00+00:00", "command": "bench/run.py --systems p"}
-    new["config"] = {**new["config"], "systems": ["peer-all-cores"]}
-    merged, replaced = rerun.merge(base, new, "the peer ran one engine")
-    assert len(replaced) == 3 and all(r["system"] == "peer-all-cores" for r in replaced)
-    assert sum(r["system"] == "peer-all-cores" for r in merged["runs"]) == 3
-    assert len(merged["runs"]) == len(base["runs"])
-    assert merged["by_rows"]["2000"]["summary"]["peer-all-cores"]["wall_to_last_row_s"]["median"] == 46.0
-    assert _target(merged, "machine_vs_peer_all_cores")["status"] == "missed"  # 46 / 40 = 1.15
-    assert merged["reruns"][0]["reason"] == "the peer ran one engine"
-    assert "**Rerun** of peer-all-cores" in report.render_markdown(merged, None, None)
-    other = {**new, "config": {**new["config"], "model": "/other"}}
-    with pytest.raises(ValueError, match="model"):
-        rerun.merge(base, other, "x")
