@@ -9,8 +9,10 @@ per-run summary of what it saw.
 spent since the previous sample. `summarize` takes each ok run's decoding window, from engine
 ready + 15 s to the last row − 10 s, and reports the mean cores used by vLLM's model workers
 (`VLLM::Worker`), by its engine cores (`VLLM::EngineCore`, which also spin while they wait on the
-worker) and by every other process. It is a separate tool, not part of the harness: its 10 s
-samples are too coarse for the harness's numbers, but they show where the cores went.
+worker) and by every other process on the machine. It is a separate tool, not part of the
+harness: its 10 s samples are too coarse for the harness's numbers, but they show where the
+cores went. Limits: a process's first interval and processes shorter than one interval are not
+counted; a sample is picked by its end time, so it may start up to 10 s before the window.
 """
 
 from __future__ import annotations
@@ -66,21 +68,26 @@ def summarize(samples: list[dict[str, Any]], results: dict[str, Any]) -> list[di
             continue
         t0 = run["t_launch"] + run["launch_to_engine_ready_s"] + 15
         t1 = run["t_launch"] + run["wall_to_last_row_s"] - 10
-        window = [s for s in samples if t0 <= s["t"] <= t1]
+        # A sample holds the CPU spent since the one before it: its span is that gap, not 10 s.
+        window = [(s, s["t"] - (samples[i - 1]["t"] if i else s["t"] - INTERVAL_S))
+                  for i, s in enumerate(samples) if t0 <= s["t"] <= t1]  # fmt: skip
         if not window:
             continue
         cores: dict[str, float] = {"model_worker": 0.0, "engine_core": 0.0, "other": 0.0}
         top: dict[str, float] = {}
-        for s in window:
+        for s, _ in window:
             for cpu, cmd in s["procs"].values():
                 cores[kind(cmd)] += cpu
                 if kind(cmd) == "other":
                     top[cmd[:60]] = top.get(cmd[:60], 0.0) + cpu
-        span = len(window) * INTERVAL_S
+        span = sum(dt for _, dt in window)
         rows.append({
             "system": run["system"], "repeat": run["repeat"], "window_s": round(t1 - t0, 1), "samples": len(window),
             **{f"{k}_cores": round(v / span, 3) for k, v in cores.items()},
             "other_top": {k: round(v / span, 3) for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:6]},
+            # No model worker seen: vLLM's process titles were not read (a spawn command line
+            # instead), so the split by kind is void for this run; the per-pid samples are not.
+            "classified": cores["model_worker"] > 0,
         })  # fmt: skip
     return rows
 

@@ -735,4 +735,28 @@ def test_a_pool_that_started_fewer_engines_than_asked_is_a_failed_run(tmp_path, 
     fake["engine_init_times"] = [130.0] * two
     rec = b.run_system("peer-all-cores", 2, 10, inputs.pinned(64, 2048))
     assert rec["ok"] is True and rec["engines_ready"] == two
+    # One engine and no line (the stand-in, or a log format change): measure.py's fallbacks
+    # apply, the run is not failed for it.
+    monkeypatch.setattr(b, "engines", lambda system: 1)
+    fake["engine_init_times"] = []
+    rec = b.run_system("ceiling", 1, 10, inputs.pinned(64, 2048))
+    assert rec["ok"] is True and rec["engines_ready"] == 0
 
+
+def test_cpu_share_divides_by_the_time_the_samples_cover_not_their_count():
+    import cpu_share
+
+    # Samples 10 s apart, plus one 0.5 s after the one before it (the sampler restarted).
+    t, samples = 1000.0, []
+    for dt in (10.0, 10.0, 10.0, 0.5, 10.0, 10.0):
+        t += dt
+        samples.append({"t": t, "procs": {"7": [round(dt * 0.99, 3), "VLLM::Worker"], "8": [dt * 0.2, "raylet"]}})
+    run = {"system": "enrich", "repeat": 1, "ok": True, "t_launch": 980.0, "launch_to_engine_ready_s": 10.0,
+           "wall_to_last_row_s": 81.0}  # window [1005, 1051]: every sample from t=1010 on  # fmt: skip
+    (row,) = cpu_share.summarize(samples, {"runs": [run]})
+    assert row["model_worker_cores"] == pytest.approx(0.99, abs=1e-3)
+    assert row["other_cores"] == pytest.approx(0.2, abs=1e-3)
+    assert row["engine_core_cores"] == 0.0 and row["classified"] is True
+    samples = [{**s, "procs": {"9": [s["procs"]["7"][0], "python -c from multiprocessing..."]}} for s in samples]
+    (row,) = cpu_share.summarize(samples, {"runs": [run]})
+    assert row["classified"] is False  # no process titled as vLLM's worker: the split is void
