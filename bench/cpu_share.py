@@ -5,7 +5,7 @@ per-run summary of what it saw.
     python bench/cpu_share.py sample SAMPLES.jsonl           # every 10 s until killed
     python bench/cpu_share.py summarize SAMPLES.jsonl[.gz] OUT/results.json [--json OUT/cpu_share.json]
 
-`sample` writes, every 10 s, each process's CPU seconds (user + system, from /proc/<pid>/stat)
+`sample` writes, every 10 s, each process's CPU seconds (user + system, from psutil)
 spent since the previous sample. `summarize` takes each ok run's decoding window, from engine
 ready + 15 s to the last row − 10 s, and reports the mean cores used by vLLM's model workers
 (`VLLM::Worker`), by its engine cores (`VLLM::EngineCore`, which also spin while they wait on the
@@ -26,21 +26,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-HZ = os.sysconf("SC_CLK_TCK")
 INTERVAL_S = 10.0
 
 
 def cpu_seconds() -> dict[str, tuple[float, str]]:
-    """pid -> (CPU seconds so far, command line or name)."""
+    """pid -> (CPU seconds so far, command line or name), read with psutil as monitor.py does."""
+    import psutil
+
     out = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        out[pid] = ((int(fields[11]) + int(fields[12])) / HZ, cmd.strip() or stat[stat.find("(") + 1 : stat.rfind(")")])
+    for p in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+        times = p.info["cpu_times"]  # None when the process is gone or not ours to read
+        if times is not None:
+            cmd = " ".join(p.info["cmdline"] or [])[:120].strip() or p.info["name"] or ""
+            out[str(p.pid)] = (times.user + times.system, cmd)
     return out
 
 
@@ -77,8 +75,9 @@ def summarize(samples: list[dict[str, Any]], results: dict[str, Any]) -> list[di
         top: dict[str, float] = {}
         for s, _ in window:
             for cpu, cmd in s["procs"].values():
-                cores[kind(cmd)] += cpu
-                if kind(cmd) == "other":
+                k = kind(cmd)
+                cores[k] += cpu
+                if k == "other":
                     top[cmd[:60]] = top.get(cmd[:60], 0.0) + cpu
         span = sum(dt for _, dt in window)
         rows.append({
