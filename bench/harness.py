@@ -171,12 +171,17 @@ class Bench:
         rec["settings_pinned"] = not system.startswith("enrich") or set(enrich_pinnable()) >= set(settings)
         times = rec.pop("engine_init_times", None) or []
         rec["launch_to_all_engines_ready_s"] = times[engines - 1] - rec["t_launch"] if len(times) >= engines else None
-        # A pool that started fewer engines than asked is not the system under test. Lines, not
-        # decoding engines, are counted: a started engine that gets no work still passes, and a
-        # one-engine run may lack the line (the stand-in never logs it; measure.py falls back).
+        # A pool that started, or decoded on, fewer engines than asked is not the system under
+        # test. (A one-engine run may lack the init line: the stand-in never logs it, and
+        # measure.py falls back.) Decoding engines are known for the peer (its per-batch log
+        # line) and enrich (`_summary.json`); each ceiling-all-cores process decodes its share.
         rec["engines_ready"] = len(times)
-        if rec.get("ok") and engines > 1 and not self.standin and len(times) < engines:
-            rec.update(ok=False, error=f"{len(times)} of {engines} engines started (vLLM's init engine line)")
+        decoding = rec.get("decoding_engines")
+        if rec.get("ok") and engines > 1 and not self.standin:
+            if len(times) < engines:
+                rec.update(ok=False, error=f"{len(times)} of {engines} engines started (vLLM's init engine line)")
+            elif decoding is not None and decoding < engines:
+                rec.update(ok=False, error=f"{decoding} of {engines} engines decoded")
         if rec.get("ok"):
             rec["e2e_rows_per_s"] = rec["rows"] / rec["wall_to_last_row_s"] if rec.get("wall_to_last_row_s") else None
         print(f"[bench] {label}: " + short_line(rec), flush=True)

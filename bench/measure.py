@@ -22,6 +22,8 @@ PROGRESS_RE = re.compile(r"progress: (\d+) rows")
 # vLLM's EngineCore logs this once its weights, KV cache and warm-up are done: the same
 # signal in all three systems (forwarded by Ray from actors to the driver's stderr).
 ENGINE_INIT_RE = re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([0-9.]+) s")
+# Ray Data LLM's engine actor logs this once per batch it finished, with the actor's pid.
+PEER_BATCH_RE = re.compile(r"\(MapWorker\(MapBatches\(vLLMEngineStageUDF\)\) pid=(\d+)\).*Elapsed time for batch")
 
 
 def steady_from_stamps(
@@ -126,6 +128,7 @@ def measure_peer(proc: ProcResult, res: dict[str, Any]) -> dict[str, Any]:
             steady_tokens_per_s=first["steady_tokens_per_s"],
         )
     rec["launch_to_engine_ready_s"] = rec["engine_start_s"]
+    rec["decoding_engines"] = peer_decoding_engines(proc.log_path)
     return rec
 
 
@@ -147,6 +150,7 @@ def measure_enrich(proc: ProcResult, summary: dict[str, Any], summary_at: float)
         "output_tokens": tokens,
         "summary_wall_s": summary.get("wall_seconds"),
         "summary_generate_s": summary.get("generate_seconds"),
+        "decoding_engines": enrich_decoding_engines(summary),
     }
     if t_log:
         rec.update(engine_start_s=t_log - proc.t_launch, engine_ready_source="vllm log line", steady_rows=rows)
@@ -163,6 +167,23 @@ def measure_enrich(proc: ProcResult, summary: dict[str, Any], summary_at: float)
         rec.update(rates(steady_rows, steady_tokens, t_progress, summary_at))
     rec["launch_to_engine_ready_s"] = rec["engine_start_s"]
     return rec
+
+
+def peer_decoding_engines(log_path: str | Path) -> int | None:
+    """How many of the peer's engine actors finished at least one batch (distinct pids);
+    None without a log."""
+    if not Path(log_path).is_file():
+        return None
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        return len({m.group(1) for line in f if (m := PEER_BATCH_RE.search(line))})
+
+
+def enrich_decoding_engines(summary: dict[str, Any]) -> int | None:
+    """How many of enrich's engines served at least one request (`_summary.json`)."""
+    engines = (summary.get("engines") or {}).get("engines")
+    if engines is None:
+        return None
+    return sum(1 for e in engines.values() if e.get("requests", 0) > 0)
 
 
 def distinct_outputs(outputs: dict[str, Any]) -> int:

@@ -140,6 +140,7 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
     from vllm.config import StructuredOutputsConfig
 
+    from enrich.config import EngineConfig
     from enrich.tasks import build_task
 
     task = build_task("address")
@@ -163,8 +164,19 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
     # Two engines' default bundles (1 CPU + 1 GPU each) would hold both CPUs of a 2-core node
     # and starve every other stage: on CPU each engine reserves 0.75 CPU (bookkeeping only).
     pg = None
+    runtime_env = None
     if engines > 1 and not spec["gpu"]:
         pg = {"bundles": [{"GPU": 1, "CPU": (len(os.sched_getaffinity(0)) - 0.5) / engines}], "strategy": "PACK"}
+        # vLLM's auto binding gives every engine the same core (it reserves one for the engine
+        # core process and binds the worker to the rest, per process): two engines then share one
+        # core. Ray Data LLM passes one runtime_env to all its engines, so a per-engine core is
+        # not possible; unbound single-threaded workers let the kernel spread them instead.
+        runtime_env = {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}}
+    # Batches in flight per engine actor: enrich's own depth for the same batch size and
+    # max_num_seqs, and no queue beyond it. Ray 2.60's default lets 16 tasks wait at one actor
+    # (2 x max_concurrent_batches 8): the engine ready first took all 16 tasks of a 2,000-row
+    # input while the other sat idle (RESULTS.md, the 2,000-row run of 2026-12-07).
+    in_flight = EngineConfig(batch_size=spec["batch_size"], max_num_seqs=spec["engine"]["max_num_seqs"]).batches_in_flight()
     config = vLLMEngineProcessorConfig(
         model_source=spec["model"],
         engine_kwargs=engine_kwargs,
@@ -172,12 +184,15 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
         # get_concurrency): it never grew past one engine here. (n, n) is a fixed pool of n.
         concurrency=(engines, engines),
         batch_size=spec["batch_size"],
+        max_concurrent_batches=in_flight,
+        max_tasks_in_flight_per_actor=in_flight,
         chat_template_stage={"chat_template_kwargs": {"enable_thinking": False}, **stage},
         tokenize_stage={**stage} or True,
         # Tuned as a user would: vLLM already returns the text; the detokenize stage only
         # decodes every output a second time.
         detokenize_stage=False,
         **({"placement_group_config": pg} if pg else {}),
+        **({"runtime_env": runtime_env} if runtime_env else {}),
     )
     # Ray pickles the preprocess and postprocess functions for its workers. By value, so that
     # those processes need not be able to import this module (bench/ is not a package).
@@ -194,10 +209,16 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
         preprocess_map_kwargs=task_args or None,
         postprocess_map_kwargs=task_args or None,
     )
-    # Input in batch-sized blocks (read_json gives one block per file): rows reach the engine
-    # batch by batch from the start, as a user who sized the blocks would have it.
-    rows = read_rows(spec["input"])
-    ds = processor(ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / spec["batch_size"]))))
+    # Input in blocks of exactly batch_size rows (read_json gives one block per file), as a user
+    # who sized the blocks would have it: one block is one engine batch. Evenly split blocks
+    # (`from_items(override_num_blocks=...)`: 57 rows for 400 / 7) were bundled in pairs up to
+    # batch_size, so 400 rows made 4 engine tasks, all taken by the engine ready first; the
+    # other engine, idle once the input was done, was shut down (the 400-row trial of 2026-12-07).
+    import pyarrow as pa
+
+    rows = pa.Table.from_pylist(read_rows(spec["input"]))
+    size = spec["batch_size"]
+    ds = processor(ray.data.from_arrow([rows.slice(i, size) for i in range(0, rows.num_rows, size)]))
     out = Path(spec["out_dir"]) / "output"
     ds.write_parquet(str(out))
     t_written = time.time()

@@ -743,6 +743,41 @@ def test_a_pool_that_started_fewer_engines_than_asked_is_a_failed_run(tmp_path, 
     assert rec["ok"] is True and rec["engines_ready"] == 0
 
 
+def test_a_pool_that_decoded_on_fewer_engines_than_it_started_is_a_failed_run(tmp_path, monkeypatch):
+    # Both peer engines started, but the one ready first took every batch (2026-12-07): the
+    # init lines alone passed that run.
+    args = cli.parse_args(["--out", str(tmp_path), "--max-load", "99"])
+    gate = schedule.LoadGate(max_load=99, read=lambda: 0.1, sleep=lambda s: None)
+    b = harness.Bench(args, tmp_path, "/m", tmp_path / "in.jsonl", False, inputs.engine_settings(False, None),
+                      inputs.sampling_settings(), gate)  # fmt: skip
+    monkeypatch.setattr(b, "engines", lambda system: 2)
+    fake = {"system": "peer-all-cores", "ok": True, "t_launch": 100.0, "engine_init_times": [130.0, 131.0],
+            "rows": 10, "wall_s": 50.0, "wall_to_last_row_s": 40.0, "peak_rss_bytes": 1, "log": "x",
+            "decoding_engines": 1}  # fmt: skip
+    monkeypatch.setattr(b, "run_worker", lambda system, d, settings: dict(fake))
+    rec = b.run_system("peer-all-cores", 1, 10, inputs.pinned(64, 2048))
+    assert rec["ok"] is False and "1 of 2 engines decoded" in rec["error"]
+    fake["decoding_engines"] = 2
+    assert b.run_system("peer-all-cores", 2, 10, inputs.pinned(64, 2048))["ok"] is True
+
+
+def test_decoding_engines_are_read_from_the_peer_log_and_the_enrich_summary(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text(
+        "(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=7592) [vLLM] Elapsed time for batch f4 with size 57: 10.1\n"
+        "(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=7592) [vLLM] Elapsed time for batch 2c with size 64: 11.9\n"
+        "(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=7562) Shutting down vLLM engine\n",
+        encoding="utf-8",
+    )
+    assert measure.peer_decoding_engines(log) == 1  # the second actor logged, but no batch
+    with log.open("a", encoding="utf-8") as f:
+        f.write("\x1b[36m(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=7562)\x1b[0m [vLLM] Elapsed time for batch 9 with size 64: 3\n")
+    assert measure.peer_decoding_engines(log) == 2
+    summary = {"engines": {"engines": {"a#1": {"requests": 40}, "b#1": {"requests": 0}}}}
+    assert measure.enrich_decoding_engines(summary) == 1
+    assert measure.enrich_decoding_engines({"engines": None}) is None
+
+
 def test_cpu_share_divides_by_the_time_the_samples_cover_not_their_count():
     import cpu_share
 
