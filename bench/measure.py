@@ -22,8 +22,12 @@ PROGRESS_RE = re.compile(r"progress: (\d+) rows")
 # vLLM's EngineCore logs this once its weights, KV cache and warm-up are done: the same
 # signal in all three systems (forwarded by Ray from actors to the driver's stderr).
 ENGINE_INIT_RE = re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([0-9.]+) s")
-# Ray Data LLM's engine actor logs this once per batch it finished, with the actor's pid.
-PEER_BATCH_RE = re.compile(r"\(MapWorker\(MapBatches\(vLLMEngineStageUDF\)\) pid=(\d+)\).*Elapsed time for batch")
+# Ray Data LLM's engine actor logs this once per batch it finished, with the actor's pid
+# (and its node's ip on a multi-node cluster) and the batch's rows.
+PEER_BATCH_RE = re.compile(
+    r"\(MapWorker\(MapBatches\(vLLMEngineStageUDF\)\) pid=(\d+)(?:, ip=[^)]*)?\)"
+    r".*Elapsed time for batch \S+ with size (\d+)"
+)
 
 
 def steady_from_stamps(
@@ -128,7 +132,7 @@ def measure_peer(proc: ProcResult, res: dict[str, Any]) -> dict[str, Any]:
             steady_tokens_per_s=first["steady_tokens_per_s"],
         )
     rec["launch_to_engine_ready_s"] = rec["engine_start_s"]
-    rec["decoding_engines"] = peer_decoding_engines(proc.log_path)
+    rec.update(decoding(peer_rows_per_engine(proc.log_path)))
     return rec
 
 
@@ -150,7 +154,7 @@ def measure_enrich(proc: ProcResult, summary: dict[str, Any], summary_at: float)
         "output_tokens": tokens,
         "summary_wall_s": summary.get("wall_seconds"),
         "summary_generate_s": summary.get("generate_seconds"),
-        "decoding_engines": enrich_decoding_engines(summary),
+        **decoding(enrich_rows_per_engine(summary)),
     }
     if t_log:
         rec.update(engine_start_s=t_log - proc.t_launch, engine_ready_source="vllm log line", steady_rows=rows)
@@ -169,21 +173,37 @@ def measure_enrich(proc: ProcResult, summary: dict[str, Any], summary_at: float)
     return rec
 
 
-def peer_decoding_engines(log_path: str | Path) -> int | None:
-    """How many of the peer's engine actors finished at least one batch (distinct pids);
-    None without a log."""
+def peer_rows_per_engine(log_path: str | Path) -> list[int] | None:
+    """Rows each of the peer's engine actors finished (by pid; a restarted actor gets a new
+    pid and counts as another engine), largest first; None without a log."""
     if not Path(log_path).is_file():
         return None
+    rows: dict[str, int] = {}
     with open(log_path, encoding="utf-8", errors="replace") as f:
-        return len({m.group(1) for line in f if (m := PEER_BATCH_RE.search(line))})
+        for line in f:
+            if m := PEER_BATCH_RE.search(line):
+                rows[m.group(1)] = rows.get(m.group(1), 0) + int(m.group(2))
+    return sorted(rows.values(), reverse=True)
 
 
-def enrich_decoding_engines(summary: dict[str, Any]) -> int | None:
-    """How many of enrich's engines served at least one request (`_summary.json`)."""
+def enrich_rows_per_engine(summary: dict[str, Any]) -> list[int] | None:
+    """Requests each of enrich's engine actors served (`_summary.json`), largest first. The
+    summary keys engines `<actor id>#<start>`: a restarted engine is the same actor."""
     engines = (summary.get("engines") or {}).get("engines")
     if engines is None:
         return None
-    return sum(1 for e in engines.values() if e.get("requests", 0) > 0)
+    rows: dict[str, int] = {}
+    for key, e in engines.items():
+        actor = key.split("#")[0]
+        rows[actor] = rows.get(actor, 0) + int(e.get("requests", 0))
+    return sorted(rows.values(), reverse=True)
+
+
+def decoding(rows_per_engine: list[int] | None) -> dict[str, Any]:
+    """The record's fields: rows per engine, and how many engines decoded any."""
+    if rows_per_engine is None:
+        return {"rows_per_engine": None, "decoding_engines": None}
+    return {"rows_per_engine": rows_per_engine, "decoding_engines": sum(1 for r in rows_per_engine if r > 0)}
 
 
 def distinct_outputs(outputs: dict[str, Any]) -> int:

@@ -755,27 +755,57 @@ def test_a_pool_that_decoded_on_fewer_engines_than_it_started_is_a_failed_run(tm
             "rows": 10, "wall_s": 50.0, "wall_to_last_row_s": 40.0, "peak_rss_bytes": 1, "log": "x",
             "decoding_engines": 1}  # fmt: skip
     monkeypatch.setattr(b, "run_worker", lambda system, d, settings: dict(fake))
-    rec = b.run_system("peer-all-cores", 1, 10, inputs.pinned(64, 2048))
+    rec = b.run_system("peer-all-cores", 1, 200, inputs.pinned(64, 2048))
     assert rec["ok"] is False and "1 of 2 engines decoded" in rec["error"]
     fake["decoding_engines"] = 2
-    assert b.run_system("peer-all-cores", 2, 10, inputs.pinned(64, 2048))["ok"] is True
+    assert b.run_system("peer-all-cores", 2, 200, inputs.pinned(64, 2048))["ok"] is True
 
 
-def test_decoding_engines_are_read_from_the_peer_log_and_the_enrich_summary(tmp_path):
+PEER_BATCH = "\x1b[36m(MapWorker(MapBatches(vLLMEngineStageUDF)) pid={pid}{ip})\x1b[0m [vLLM] Elapsed time for batch f4 with size {n}: 10.1\n"
+
+
+def test_measure_peer_records_the_rows_each_engine_decoded_from_its_log(tmp_path):
+    res = {"t_start": 101.0, "t_ray": 104.0, "t_written": 150.0, "rows": 185, "output_tokens": 40,
+           "prompt_tokens_mean": 90.0, "stamps": [140.0, 149.0], "tokens": [10, 10]}  # fmt: skip
     log = tmp_path / "log.txt"
     log.write_text(
-        "(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=7592) [vLLM] Elapsed time for batch f4 with size 57: 10.1\n"
-        "(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=7592) [vLLM] Elapsed time for batch 2c with size 64: 11.9\n"
-        "(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=7562) Shutting down vLLM engine\n",
+        PEER_BATCH.format(pid=7592, ip="", n=57) + PEER_BATCH.format(pid=7592, ip="", n=64)
+        + "(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=7562) Shutting down vLLM engine\n",
         encoding="utf-8",
-    )
-    assert measure.peer_decoding_engines(log) == 1  # the second actor logged, but no batch
+    )  # fmt: skip
+    proc = monitor.ProcResult(cmd=["x"], t_launch=100.0, t_exit=160.0, returncode=0, timed_out=False,
+                              peak_rss_bytes=1, peak_procs=1, rss_samples=1, leftover_procs=0, log_path=str(log))  # fmt: skip
+    m = measure.measure_peer(proc, res)
+    assert m["rows_per_engine"] == [121] and m["decoding_engines"] == 1  # the second actor logged, decoded nothing
     with log.open("a", encoding="utf-8") as f:
-        f.write("\x1b[36m(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=7562)\x1b[0m [vLLM] Elapsed time for batch 9 with size 64: 3\n")
-    assert measure.peer_decoding_engines(log) == 2
-    summary = {"engines": {"engines": {"a#1": {"requests": 40}, "b#1": {"requests": 0}}}}
-    assert measure.enrich_decoding_engines(summary) == 1
-    assert measure.enrich_decoding_engines({"engines": None}) is None
+        f.write(PEER_BATCH.format(pid=7562, ip=", ip=10.0.0.2", n=64))  # a multi-node line
+    m = measure.measure_peer(proc, res)
+    assert m["rows_per_engine"] == [121, 64] and m["decoding_engines"] == 2
+    assert measure.measure_peer(_proc(), res)["decoding_engines"] is None  # no log: unknown, not failed
+
+
+def test_measure_enrich_counts_rows_per_engine_actor_across_its_restarts():
+    engines = {"a#1": {"requests": 30}, "a#2": {"requests": 10}, "b#1": {"requests": 0}}
+    m = measure.measure_enrich(_proc(), {**SUMMARY, "engines": {"engines": engines}}, summary_at=158.0)
+    assert m["rows_per_engine"] == [40, 0] and m["decoding_engines"] == 1  # a restart of a is not a second engine
+    engines["b#1"]["requests"] = 5
+    m = measure.measure_enrich(_proc(), {**SUMMARY, "engines": {"engines": engines}}, summary_at=158.0)
+    assert m["rows_per_engine"] == [40, 5] and m["decoding_engines"] == 2
+    assert measure.measure_enrich(_proc(), SUMMARY, summary_at=158.0)["decoding_engines"] is None
+
+
+def test_an_input_smaller_than_one_batch_per_engine_is_not_failed_for_an_idle_engine(tmp_path, monkeypatch):
+    args = cli.parse_args(["--out", str(tmp_path), "--max-load", "99"])
+    gate = schedule.LoadGate(max_load=99, read=lambda: 0.1, sleep=lambda s: None)
+    b = harness.Bench(args, tmp_path, "/m", tmp_path / "in.jsonl", False, inputs.engine_settings(False, None),
+                      inputs.sampling_settings(), gate)  # fmt: skip
+    monkeypatch.setattr(b, "engines", lambda system: 2)
+    fake = {"system": "enrich-all-cores", "ok": True, "t_launch": 100.0, "engine_init_times": [130.0, 131.0],
+            "rows": 40, "wall_s": 50.0, "wall_to_last_row_s": 40.0, "peak_rss_bytes": 1, "log": "x",
+            "decoding_engines": 1}  # fmt: skip
+    monkeypatch.setattr(b, "run_enrich", lambda system, d, settings: dict(fake))
+    assert b.run_system("enrich-all-cores", 1, 40, inputs.pinned(64, 2048))["ok"] is True  # one 40-row batch
+    assert b.run_system("enrich-all-cores", 1, 65, inputs.pinned(64, 2048))["ok"] is False  # two batches
 
 
 def test_cpu_share_divides_by_the_time_the_samples_cover_not_their_count():
