@@ -169,8 +169,8 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
         pg = {"bundles": [{"GPU": 1, "CPU": (len(os.sched_getaffinity(0)) - 0.5) / engines}], "strategy": "PACK"}
         # vLLM's auto binding gives every engine the same core (it reserves one for the engine
         # core process and binds the worker to the rest, per process): two engines then share one
-        # core. Ray Data LLM passes one runtime_env to all its engines, so a per-engine core is
-        # not possible; unbound single-threaded workers let the kernel spread them instead.
+        # core. Ray Data LLM passes one runtime_env to all its stages' actors, so a per-engine
+        # core is not possible; unbound single-threaded workers let the kernel spread them.
         runtime_env = {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}}
     # Batches in flight per engine actor: enrich's own depth for the same batch size and
     # max_num_seqs, and no queue beyond it. Ray 2.60's default lets 16 tasks wait at one actor
@@ -241,6 +241,8 @@ def worker_peer(spec: dict[str, Any]) -> dict[str, Any]:
         "prompt_tokens_mean": sum(n_in) / max(len(n_in), 1),
         "stamps": stamps,
         "tokens": tokens,
+        "binding": "nobind, OMP_NUM_THREADS=1 (runtime_env)" if runtime_env else "auto (vLLM default)",
+        "batches_in_flight": in_flight,
     }
 
 
