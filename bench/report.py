@@ -85,10 +85,11 @@ def render_results(results: dict[str, Any]) -> list[str]:
             parts = [
                 f"{s} {v['same_as_ceiling']:.0%} of {v['rows']} rows ({v['distinct_outputs']} distinct outputs)"
                 if v.get("same_as_ceiling") is not None else f"{s} n/a"
-                for s, v in agree.items() if s != "ceiling_distinct_outputs"
+                for s, v in agree.items() if s not in ("ceiling_distinct_outputs", "reference")
             ]  # fmt: skip
+            reference = agree.get("reference") or "ceiling"
             out += [
-                f"Same output as the ceiling (greedy; repeat 1): {', '.join(parts)}. The ceiling's outputs: "
+                f"Same output as the {reference} (greedy; repeat 1): {', '.join(parts)}. The {reference}'s outputs: "
                 f"{agree.get('ceiling_distinct_outputs')} distinct; few distinct outputs make agreement weak evidence.",
                 "",
             ]

@@ -140,13 +140,16 @@ def system_outputs(run_dir: Path, system: str) -> dict[str, Any]:
 
 
 def agreement_by_rows(out: Path, systems: list[str], sizes: list[int]) -> dict[str, Any]:
-    """Per size, repeat 1 of every system against the ceiling's, with the number of distinct outputs."""
+    """Per size, repeat 1 of every system against the ceiling's (ceiling-all-cores' when the
+    ceiling did not run), with the number of distinct outputs."""
     agree = {}
     for n in sizes:
-        ref = read_outputs_jsonl(out / "runs" / f"ceiling-n{n}-r1" / "outputs.jsonl")
-        entry: dict[str, Any] = {"ceiling_distinct_outputs": distinct_outputs(ref) if ref else None}
+        found = [s for s in ("ceiling", "ceiling-all-cores") if (out / "runs" / f"{s}-n{n}-r1" / "outputs.jsonl").exists()]
+        reference = found[0] if found else None
+        ref = read_outputs_jsonl(out / "runs" / f"{reference}-n{n}-r1" / "outputs.jsonl") if reference else {}
+        entry: dict[str, Any] = {"reference": reference, "ceiling_distinct_outputs": distinct_outputs(ref) if ref else None}
         for system in systems:
-            if system != "ceiling" and ref:
+            if system != reference and ref:
                 entry[system] = agreement_check(ref, system_outputs(out / "runs" / f"{system}-n{n}-r1", system))
         agree[str(n)] = entry
     return agree

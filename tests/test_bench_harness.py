@@ -280,6 +280,24 @@ def test_agreement_check_counts_distinct_outputs():
     assert measure.distinct_outputs({"a": {"x": 1, "y": 2}, "b": {"y": 2, "x": 1}, "c": "t"}) == 2
 
 
+def test_agreement_falls_back_to_ceiling_all_cores_when_the_ceiling_did_not_run(tmp_path):
+    # A run of the all-cores systems only printed "Same output as the ceiling: ." (2026-12-07).
+    def outputs(run: str, texts: dict[str, str]) -> None:
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        lines = [json.dumps({"id": k, "text": v}) for k, v in texts.items()]
+        (tmp_path / "runs" / run / "outputs.jsonl").write_text("\n".join(lines) + "\n")
+
+    outputs("ceiling-all-cores-n2-r1", {"a": "x", "b": "y"})
+    outputs("peer-all-cores-n2-r1", {"a": "x", "b": "z"})
+    agree = cli.agreement_by_rows(tmp_path, ["ceiling-all-cores", "peer-all-cores"], [2])["2"]
+    assert agree["reference"] == "ceiling-all-cores" and agree["ceiling_distinct_outputs"] == 2
+    assert agree["peer-all-cores"]["same_as_ceiling"] == pytest.approx(0.5)
+    assert "ceiling-all-cores" not in agree  # not compared with itself
+    outputs("ceiling-n2-r1", {"a": "x", "b": "y"})
+    agree = cli.agreement_by_rows(tmp_path, ["ceiling", "ceiling-all-cores", "peer-all-cores"], [2])["2"]
+    assert agree["reference"] == "ceiling" and agree["ceiling-all-cores"]["same_as_ceiling"] == 1.0
+
+
 def test_last_row_written_is_the_newest_data_file(tmp_path):
     import os
 
