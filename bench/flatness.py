@@ -166,6 +166,12 @@ def write_standin(root: Path, call_ms: float = STANDIN_CALL_MS, row_ms: float = 
     (pkg / "v1" / "__init__.py").write_text("", encoding="utf-8")
     (engine / "__init__.py").write_text("", encoding="utf-8")
     (engine / "async_llm.py").write_text("from vllm import AsyncLLM  # noqa: F401\n", encoding="utf-8")
+    # enrich's occupancy logger subclasses this; the stand-in never calls it (its occupancy then
+    # comes from the actor's own count of requests in flight).
+    metrics = pkg / "v1" / "metrics"
+    metrics.mkdir(parents=True, exist_ok=True)
+    (metrics / "__init__.py").write_text("", encoding="utf-8")
+    (metrics / "loggers.py").write_text("class StatLoggerBase:\n    pass\n", encoding="utf-8")
     return root
 
 

@@ -493,7 +493,10 @@ def test_standin_vllm_answers_a_valid_address(tmp_path):
             args = vllm.AsyncEngineArgs(model="m", max_num_seqs=64, structured_outputs_config=StructuredOutputsConfig())
             config = args.create_engine_config()
             assert config.scheduler_config.max_num_seqs == 64 and RequestOutputKind.FINAL_ONLY
-            engine = AsyncLLM.from_vllm_config(config, stat_loggers=[], disable_log_stats=True)
+            from enrich.engine_stats import Occupancy, stat_logger_factory  # imports vllm.v1.metrics
+
+            engine = AsyncLLM.from_vllm_config(config, stat_loggers=[stat_logger_factory(Occupancy(64))],
+                                               disable_log_stats=True)  # fmt: skip
             assert engine.get_tokenizer().eos_token_id
             return [o async for o in engine.generate({"prompt_token_ids": [1]}, p, request_id="1")]
 
