@@ -81,7 +81,8 @@ def summarize(samples: list[dict[str, Any]], results: dict[str, Any]) -> list[di
                     top[cmd[:60]] = top.get(cmd[:60], 0.0) + cpu
         span = sum(dt for _, dt in window)
         rows.append({
-            "system": run["system"], "repeat": run["repeat"], "window_s": round(t1 - t0, 1), "samples": len(window),
+            "system": run["system"], "rows": run.get("rows_requested"), "repeat": run["repeat"],
+            "window_s": round(t1 - t0, 1), "samples": len(window),
             **{f"{k}_cores": round(v / span, 3) for k, v in cores.items()},
             "other_top": {k: round(v / span, 3) for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:6]},
             # No model worker seen: vLLM's process titles were not read (a spawn command line
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = [json.loads(line) for line in text.splitlines() if line.strip()]
     rows = summarize(samples, json.loads(args.results.read_text()))
     for r in rows:
-        print(f"{r['system']:18s} r{r['repeat']}  {r['window_s']:5.0f} s  model workers {r['model_worker_cores']:.2f}"
+        print(f"{r['system']:18s} n{r['rows']} r{r['repeat']}  {r['window_s']:5.0f} s  model workers {r['model_worker_cores']:.2f}"
               f"  engine cores {r['engine_core_cores']:.2f}  other {r['other_cores']:.2f} cores")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"samples": str(args.samples), "interval_s": INTERVAL_S, "runs": rows}, indent=2))

@@ -838,8 +838,9 @@ def test_cpu_share_divides_by_the_time_the_samples_cover_not_their_count():
         t += dt
         samples.append({"t": t, "procs": {"7": [round(dt * 0.99, 3), "VLLM::Worker"], "8": [dt * 0.2, "raylet"]}})
     run = {"system": "enrich", "repeat": 1, "ok": True, "t_launch": 980.0, "launch_to_engine_ready_s": 10.0,
-           "wall_to_last_row_s": 81.0}  # window [1005, 1051]: every sample from t=1010 on  # fmt: skip
+           "wall_to_last_row_s": 81.0, "rows_requested": 400}  # window [1005, 1051]: every sample from t=1010 on  # fmt: skip
     (row,) = cpu_share.summarize(samples, {"runs": [run]})
+    assert row["rows"] == 400  # runs of two sizes share system and repeat
     assert row["model_worker_cores"] == pytest.approx(0.99, abs=1e-3)
     assert row["other_cores"] == pytest.approx(0.2, abs=1e-3)
     assert row["engine_core_cores"] == 0.0 and row["classified"] is True
