@@ -191,13 +191,21 @@ def output_summary(output: Path) -> dict[str, Any]:
 
 
 def make_shards(source: Path, n: int, shards: int, folder: Path) -> Path:
-    """N rows split into `shards` JSONL files (ids unique across them) in one input folder."""
+    """N rows split into `shards` JSONL files (ids unique across them) in one input folder.
+    The folder also holds each file's `.meta.json` (inputs.make_input's cache key): read
+    through `shards_glob`, not as the folder."""
     per = -(-n // shards)
     for k in range(shards):
         start = k * per
         if start < n:
             make_input(source, min(per, n - start), folder / f"part-{k:03d}.jsonl", start=start)
     return folder
+
+
+def shards_glob(folder: Path) -> Path:
+    """The shards of `make_shards`, without their `.meta.json` sidecars (read as a folder, each
+    sidecar was one more input row, rejected as empty_text: rows_in was N + 4)."""
+    return folder / "part-*.jsonl"
 
 
 def rss_profile(timeline: Sequence[tuple[float, int]], t_launch: float, points: int = TIMELINE_POINTS) -> dict[str, Any]:
@@ -232,7 +240,7 @@ def run_memory_flatness(bench: Bench, sizes: Sequence[int], shards: int = DEFAUL
         inp = make_shards(bench.args.source, n, shards, bench.out / "input" / f"address-{n}-x{shards}")
         d = bench.run_dir(f"flat-{n}")
         output = d / "output"
-        cmd = bench.enrich_cmd(inp, output, batch)
+        cmd = bench.enrich_cmd(shards_glob(inp), output, batch)
         print(f"[bench] memory flatness: enrich run, slow stand-in engine, {n} rows in {shards} shards", flush=True)
         proc = run_monitored(cmd, d / "log.txt", env=bench.env(str(standin)), timeout_s=bench.args.timeout)
         rec: dict[str, Any] = {

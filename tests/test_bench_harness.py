@@ -3,6 +3,7 @@ sampler, input generation, measurements, targets and the markdown report. No eng
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import subprocess
@@ -652,6 +653,8 @@ def test_make_shards_splits_rows_with_unique_ids(tmp_path):
     rows = [r for f in files for r in inputs.read_rows(f)]
     assert len(files) == 4 and [len(inputs.read_rows(f)) for f in files] == [3, 3, 3, 1]
     assert len({r["id"] for r in rows}) == 10
+    assert sorted(Path(p) for p in glob.glob(str(flatness.shards_glob(folder)))) == files  # no .meta.json
+    assert list(folder.glob("*.meta.json"))  # which sit in the same folder
 
 
 def test_rss_profile_reports_rss_over_time():
