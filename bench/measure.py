@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -178,11 +179,11 @@ def peer_rows_per_engine(log_path: str | Path) -> list[int] | None:
     pid and counts as another engine), largest first; None without a log."""
     if not Path(log_path).is_file():
         return None
-    rows: dict[str, int] = {}
+    rows: Counter[str] = Counter()
     with open(log_path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if m := PEER_BATCH_RE.search(line):
-                rows[m.group(1)] = rows.get(m.group(1), 0) + int(m.group(2))
+                rows[m.group(1)] += int(m.group(2))
     return sorted(rows.values(), reverse=True)
 
 
@@ -192,10 +193,9 @@ def enrich_rows_per_engine(summary: dict[str, Any]) -> list[int] | None:
     engines = (summary.get("engines") or {}).get("engines")
     if engines is None:
         return None
-    rows: dict[str, int] = {}
+    rows: Counter[str] = Counter()
     for key, e in engines.items():
-        actor = key.split("#")[0]
-        rows[actor] = rows.get(actor, 0) + int(e.get("requests", 0))
+        rows[key.split("#")[0]] += int(e.get("requests", 0))
     return sorted(rows.values(), reverse=True)
 
 
