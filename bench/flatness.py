@@ -35,6 +35,7 @@ DEFAULT_SHARDS = 4
 STANDIN_CALL_MS = 20.0
 STANDIN_ROW_MS = 2.0
 TIMELINE_POINTS = 60  # RSS samples kept per run in the JSON
+PROCESS_POINTS = 30  # samples kept per process
 
 
 STANDIN_INIT = '''\
@@ -232,6 +233,29 @@ def rss_profile(timeline: Sequence[tuple[float, int]], t_launch: float, points: 
     }
 
 
+def process_profile(
+    timeline: Sequence[tuple[float, dict[int, tuple[int, int]]]], labels: dict[int, list[str]], t_launch: float,
+    points: int = PROCESS_POINTS,
+) -> list[dict[str, Any]]:
+    """Each process of the run, largest first: its titles, when it lived, its peak RSS, and its
+    private memory (RSS - shared) at its start, middle and end and `points` samples
+    [s since launch, RSS, private], so growth can be told apart from Ray's shared object store."""
+    series: dict[int, list[tuple[float, int, int]]] = {}
+    for ts, per_pid in timeline:
+        for pid, (rss, shared) in per_pid.items():
+            series.setdefault(pid, []).append((round(ts - t_launch, 1), rss, rss - shared))
+    out = []
+    for pid, rows in series.items():
+        step = max(1, len(rows) // points)
+        out.append({
+            "pid": pid, "labels": labels.get(pid, []), "from_s": rows[0][0], "to_s": rows[-1][0],
+            "peak_rss": max(r[1] for r in rows), "peak_private": max(r[2] for r in rows),
+            "private_start_mid_end": [rows[0][2], rows[len(rows) // 2][2], rows[-1][2]],
+            "samples": [list(r) for r in rows[::step]],
+        })  # fmt: skip
+    return sorted(out, key=lambda r: -r["peak_rss"])
+
+
 def run_memory_flatness(bench: Bench, sizes: Sequence[int], shards: int = DEFAULT_SHARDS) -> dict[str, Any]:
     standin = write_standin(bench.out / "standin")
     batch = bench.args.flat_batch_size
@@ -242,11 +266,14 @@ def run_memory_flatness(bench: Bench, sizes: Sequence[int], shards: int = DEFAUL
         output = d / "output"
         cmd = bench.enrich_cmd(shards_glob(inp), output, batch)
         print(f"[bench] memory flatness: enrich run, slow stand-in engine, {n} rows in {shards} shards", flush=True)
-        proc = run_monitored(cmd, d / "log.txt", env=bench.env(str(standin)), timeout_s=bench.args.timeout)
+        proc = run_monitored(
+            cmd, d / "log.txt", env=bench.env(str(standin)), timeout_s=bench.args.timeout, per_process=True
+        )
         rec: dict[str, Any] = {
             "rows": n, "shards": shards, "ok": proc.returncode == 0, "wall_s": proc.wall_s,
             "peak_rss_bytes": proc.peak_rss_bytes, "peak_procs": proc.peak_procs, "log": proc.log_path,
             "rss": rss_profile(proc.rss_timeline, proc.t_launch),
+            "processes": process_profile(proc.process_timeline, proc.process_labels, proc.t_launch),
         }  # fmt: skip
         summary_path = output / "_summary.json"
         if proc.returncode == 0 and summary_path.exists():
@@ -264,7 +291,7 @@ def run_memory_flatness(bench: Bench, sizes: Sequence[int], shards: int = DEFAUL
     ok = [r for r in runs if r["ok"]]
     peak_ratio = ok[-1]["peak_rss_bytes"] / ok[0]["peak_rss_bytes"] if len(ok) == len(runs) >= 2 else None
     return {
-        "engine": f"a `vllm` stand-in package put first on PYTHONPATH (bench/out/standin), "
+        "engine": f"a `vllm` stand-in package put first on PYTHONPATH ({standin}), "
         f"{STANDIN_CALL_MS:g} ms per call + {STANDIN_ROW_MS:g} ms per row: at most "
         f"{standin_cap(batch):.0f} rows/s with {batch}-row batches; no src change",
         "standin_cap_rows_per_s": standin_cap(batch),

@@ -15,25 +15,52 @@ from typing import Any
 from common import REPO
 
 RSS_INTERVAL_S = 0.5
+MAX_LABELS = 4  # titles kept per process
 
 
 def tree_rss(pid: int) -> tuple[int, list[Any]]:
     """Summed RSS (bytes) of a process and all its descendants, and the processes seen."""
+    total, seen, _ = tree_memory(pid)
+    return total, seen
+
+
+def tree_memory(pid: int) -> tuple[int, list[Any], dict[int, tuple[int, int]]]:
+    """`tree_rss`, plus each process's (RSS, shared) bytes by pid. Shared counts file-backed and
+    shared-memory pages (libraries, Ray's object store in /dev/shm): RSS - shared is what the
+    process holds privately, which is where a leak shows."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-        return 0, []
-    total, seen = 0, []
+        return 0, [], {}
+    total, seen, per_pid = 0, [], {}
     for p in procs:
         try:
-            total += p.memory_info().rss
-            seen.append(p)
+            mem = p.memory_info()
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
-    return total, seen
+        total += mem.rss
+        seen.append(p)
+        per_pid[p.pid] = (mem.rss, getattr(mem, "shared", 0))
+    return total, seen, per_pid
+
+
+def process_label(p: Any) -> str | None:
+    """What a process is, from its title (Ray workers retitle themselves per task: 'ray::IDLE'
+    says nothing, so it gives None and the caller keeps asking)."""
+    try:
+        cmd = p.cmdline()
+    except Exception:  # noqa: BLE001 - gone, or a zombie
+        return None
+    if not cmd:
+        return None
+    head = cmd[0]
+    if head.startswith("ray::"):  # an actor's title also names the method it is in: drop that
+        return None if head.startswith("ray::IDLE") else re.sub(r"\)\.\w+$", ")", head)[:90]
+    words = [Path(w).name if i < 2 else w for i, w in enumerate(cmd[:3])]
+    return " ".join(words)[:90]
 
 
 class TreeRssSampler:
@@ -44,7 +71,7 @@ class TreeRssSampler:
     method for every system.
     """
 
-    def __init__(self, pid: int, interval: float = RSS_INTERVAL_S) -> None:
+    def __init__(self, pid: int, interval: float = RSS_INTERVAL_S, per_process: bool = False) -> None:
         self.pid = pid
         self.interval = interval
         self.peak = 0
@@ -53,6 +80,11 @@ class TreeRssSampler:
         self.samples = 0
         self.timeline: list[tuple[float, int]] = []  # (time, summed RSS) of every sample
         self.seen: dict[int, float] = {}  # pid -> create_time of every process ever seen
+        # Per process, when asked for (per_process=True): (time, {pid: (RSS, shared)}) per sample,
+        # and the titles each pid had (a Ray worker runs different tasks over its life).
+        self.per_process = per_process
+        self.process_timeline: list[tuple[float, dict[int, tuple[int, int]]]] = []
+        self.labels: dict[int, list[str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -71,15 +103,21 @@ class TreeRssSampler:
         self._thread.join()
 
     def sample(self) -> int:
-        total, procs = tree_rss(self.pid)
+        total, procs, per_pid = tree_memory(self.pid)
         for p in procs:
             try:
                 self.seen.setdefault(p.pid, p.create_time())
             except Exception:  # noqa: BLE001 - gone between listing and asking
                 pass
+            if self.per_process:
+                label, seen = process_label(p), self.labels.setdefault(p.pid, [])
+                if label and label not in seen and len(seen) < MAX_LABELS:
+                    seen.append(label)
         self.samples += 1
         now = time.time()
         self.timeline.append((now, total))
+        if self.per_process:
+            self.process_timeline.append((now, per_pid))
         if total > self.peak:
             self.peak, self.peak_at, self.peak_procs = total, now, len(procs)
         return total
@@ -142,6 +180,9 @@ class ProcResult:
     matches: dict[str, tuple[float, str]] = field(default_factory=dict)  # name -> (time, line)
     match_times: dict[str, list[float]] = field(default_factory=dict)  # name -> arrival of every match
     rss_timeline: list[tuple[float, int]] = field(default_factory=list)  # (time, summed RSS)
+    # With per_process=True: (time, {pid: (RSS, shared)}) per sample, and what each pid was.
+    process_timeline: list[tuple[float, dict[int, tuple[int, int]]]] = field(default_factory=list)
+    process_labels: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def wall_s(self) -> float:
@@ -155,9 +196,10 @@ def run_monitored(
     timeout_s: float = 3600.0,
     patterns: dict[str, re.Pattern[str]] | None = None,
     cwd: Path = REPO,
+    per_process: bool = False,
 ) -> ProcResult:
-    """Run `cmd` with stdout+stderr to `log_path`, sampling the tree's RSS; the first line
-    matching each pattern is kept with its arrival time."""
+    """Run `cmd` with stdout+stderr to `log_path`, sampling the tree's RSS (`per_process`: also
+    each process's); the first line matching each pattern is kept with its arrival time."""
     patterns = patterns or {}
     matches: dict[str, tuple[float, str]] = {}
     match_times: dict[str, list[float]] = {name: [] for name in patterns}
@@ -183,7 +225,7 @@ def run_monitored(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     timed_out = False
-    with TreeRssSampler(proc.pid) as sampler:
+    with TreeRssSampler(proc.pid, per_process=per_process) as sampler:
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -212,6 +254,8 @@ def run_monitored(
         matches=matches,
         match_times=match_times,
         rss_timeline=sampler.timeline,
+        process_timeline=sampler.process_timeline,
+        process_labels=sampler.labels,
     )
 
 

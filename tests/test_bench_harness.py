@@ -105,6 +105,50 @@ def test_tree_rss_sampler_sums_children():
         proc.wait(timeout=30)
 
 
+def test_per_process_sampling_tells_each_process_private_memory_apart():
+    """With per_process=True the sampler keeps (RSS, shared) per pid and what each process is:
+    the 120 MiB child and the 80 MiB parent each show their own private bytes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ALLOCATOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with monitor.TreeRssSampler(proc.pid, interval=0.05, per_process=True) as sampler:
+            deadline = time.time() + 20
+            while sampler.samples < 3 and time.time() < deadline:
+                time.sleep(0.05)
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=30)
+    t, last = sampler.process_timeline[-1]
+    assert proc.pid in last and len(last) == 2
+    child = next(pid for pid in last if pid != proc.pid)
+    private = {pid: rss - shared for pid, (rss, shared) in last.items()}
+    assert 80 * 2**20 <= private[proc.pid] < 120 * 2**20 <= private[child]
+    assert sampler.labels[proc.pid][0].startswith(Path(sys.executable).name + " -c ")
+    profile = flatness.process_profile(sampler.process_timeline, sampler.labels, t_launch=t - 1.0)
+    assert [r["pid"] for r in profile] == [child, proc.pid]  # largest first
+    assert profile[0]["peak_private"] >= 120 * 2**20
+    assert profile[0]["private_start_mid_end"][-1] == private[child]
+
+
+def test_process_label_names_ray_workers_by_their_task_not_their_method():
+    class Proc:
+        def __init__(self, cmd):
+            self.cmd = cmd
+
+        def cmdline(self):
+            return self.cmd
+
+    assert monitor.process_label(Proc(["ray::MapWorker(MapBatches(EngineActor)).submit"])) == (
+        "ray::MapWorker(MapBatches(EngineActor))"
+    )
+    assert monitor.process_label(Proc(["ray::IDLE"])) is None  # says nothing yet: asked again
+    assert monitor.process_label(Proc(["/v/bin/python", "/v/bin/enrich", "run", "--x"])) == "python enrich run"
+    assert monitor.process_label(Proc([])) is None
+
+
 def test_tree_rss_of_a_finished_process_is_zero():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
