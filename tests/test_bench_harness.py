@@ -27,6 +27,7 @@ import measure  # noqa: E402
 import monitor  # noqa: E402
 import report  # noqa: E402
 import schedule  # noqa: E402
+import startup_phases  # noqa: E402
 import stats  # noqa: E402
 import sweep  # noqa: E402
 
@@ -886,3 +887,61 @@ def test_cpu_share_divides_by_the_time_the_samples_cover_not_their_count():
     samples = [{**s, "procs": {"9": [s["procs"]["7"][0], "python -c from multiprocessing..."]}} for s in samples]
     (row,) = cpu_share.summarize(samples, {"runs": [run]})
     assert row["classified"] is False  # no process titled as vLLM's worker: the split is void
+
+
+# --------------------------------------------------------------------------- start-up phases from logs
+
+
+def _stamp(second: float) -> str:
+    return f"2026-12-07 09:00:{int(second):02d},{int(round(second % 1 * 1000)):03d}"
+
+
+def test_startup_phases_take_the_last_engines_line_per_process():
+    """Two Ray engine actors (pid-prefixed lines; a weight line per tensor; 'Enforce eager set'
+    again after ready): each marker's time is the later engine's first line of it."""
+    t0 = startup_phases.line_time(_stamp(0.0))
+    lines = []
+    for pid, base in ((101, 10.0), (102, 12.0)):
+        pre = f"(MapWorker(MapBatches(EngineActor)) pid={pid}) "
+        lines += [
+            pre + "Triton is installed, but doesn't include CPU backend.",  # no stamp: ignored
+            pre + f"WARNING {_stamp(base)} [vllm.config.vllm] Enforce eager set, disabling torch.compile",
+            pre + f"INFO {_stamp(base + 5)} [vllm.v1.engine.core] Initializing a V1 LLM engine (v0.32.0)",
+            pre + f"WARNING {_stamp(base + 9)} Attempted to load weight embed_tokens.weight with dtype",
+            pre + f"WARNING {_stamp(base + 9.5)} Attempted to load weight layers.0.input_layernorm.weight",
+            pre + f"INFO {_stamp(base + 20)} [vllm.v1.engine.core] init engine (profile, create kv cache) took 10 s",
+            pre + f"WARNING {_stamp(base + 21)} [vllm.config.vllm] Enforce eager set, disabling torch.compile",
+        ]
+    got = startup_phases.phases("\n".join(lines), t0, engines=2)
+    assert got == {"config": 12.0, "core": 17.0, "weights": 21.0, "ready": 32.0}
+    assert startup_phases.phases("\n".join(lines), t0, engines=3)["ready"] is None  # a third never came up
+
+
+def test_startup_phases_of_unprefixed_raw_vllm_lines_take_the_kth():
+    t0 = startup_phases.line_time(_stamp(0.0))
+    log = "\n".join([
+        f"WARNING {_stamp(10.0)} Enforce eager set", f"WARNING {_stamp(10.5)} Enforce eager set",
+        f"INFO {_stamp(18.0)} Initializing a V1 LLM engine", f"INFO {_stamp(18.2)} Initializing a V1 LLM engine",
+        f"WARNING {_stamp(26.0)} Attempted to load weight embed_tokens.weight",
+        f"WARNING {_stamp(26.1)} Attempted to load weight embed_tokens.weight",
+        f"INFO {_stamp(37.0)} init engine (profile, create kv cache, warmup model) took 10.76 s",
+        f"INFO {_stamp(38.0)} init engine (profile, create kv cache, warmup model) took 10.90 s",
+        f"WARNING {_stamp(39.0)} Enforce eager set",
+    ])
+    assert startup_phases.phases(log, t0, engines=2) == {"config": 10.5, "core": 18.2, "weights": 26.1, "ready": 38.0}
+    assert startup_phases.phases(log, t0, engines=1)["config"] == 10.0
+
+
+def test_startup_phases_summary_reads_each_ok_runs_log(tmp_path):
+    t0 = startup_phases.line_time(_stamp(0.0))
+    runs = []
+    for repeat, ready in ((1, 30.0), (2, 40.0)):
+        d = tmp_path / "runs" / f"ceiling-n400-r{repeat}"
+        d.mkdir(parents=True)
+        d.joinpath("log.txt").write_text(f"INFO {_stamp(ready)} init engine (profile, ...) took 9 s\n")
+        runs.append({"system": "ceiling", "rows_requested": 400, "repeat": repeat, "ok": True, "t_launch": t0})
+    runs.append({"system": "ceiling", "rows_requested": 400, "repeat": 3, "ok": False, "t_launch": t0})  # no log read
+    rows = startup_phases.summarize({"runs": runs}, tmp_path)
+    assert rows == [{"system": "ceiling", "rows": 400, "runs": 2, "config": None, "core": None, "weights": None,
+                     "ready": {"median": 35.0, "min": 30.0, "max": 40.0}}]
+    assert "| ceiling | 400 | 2 | n/a | n/a | n/a | 35.0 (30.0–40.0) |" in startup_phases.markdown(rows)
