@@ -6,7 +6,9 @@ so the engine never sees them and never fails on them.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -19,10 +21,33 @@ from enrich.tasks import Task, task_for
 
 @lru_cache(maxsize=4)
 def load_tokenizer(model: str, revision: str | None, s3_endpoint: str | None) -> Any:
-    from transformers import AutoTokenizer
-
     # Only the tokenizer's files: prepare tasks never load the weights.
-    return AutoTokenizer.from_pretrained(local_tokenizer_path(model, s3_endpoint), revision=revision)
+    path = local_tokenizer_path(model, s3_endpoint)
+    cls = declared_tokenizer_class(path)
+    if cls is None:
+        from transformers import AutoTokenizer
+
+        cls = AutoTokenizer
+    return cls.from_pretrained(path, revision=revision)
+
+
+def declared_tokenizer_class(path: str) -> Any | None:
+    """The class a local tokenizer_config.json names, looked up in transformers by name.
+    AutoTokenizer resolves the same class, but imports torch on the way: ~5 s of CPU in every
+    prepare worker, taken from the engines starting beside it. None (AutoTokenizer decides):
+    no local config (a hub id), no class named, or one this transformers does not have."""
+    try:
+        name = json.loads((Path(path) / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str):
+        return None
+    import transformers
+
+    try:
+        return getattr(transformers, name)
+    except (AttributeError, ImportError):
+        return None
 
 
 def render_prompt(tokenizer: Any, task: Task, row: dict[str, Any]) -> str:

@@ -1,0 +1,82 @@
+"""prepare's tokenizer: the class tokenizer_config.json names, loaded without AutoTokenizer's
+torch import, must render and tokenize exactly as AutoTokenizer's does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from enrich.prepare import declared_tokenizer_class, load_tokenizer, render_prompt
+from enrich.tasks import build_task
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_MODEL = REPO / "models" / "demo-address"
+TEXTS = ["浙江省杭州市西湖区文三路90号 张伟 13800000000", "收件人李四，广东深圳南山区科技园 电话 13912345678", "𠀾龘 é ✓"]
+
+
+def _with_class(src: Path, dst: Path, tokenizer_class: str | None) -> Path:
+    """The tokenizer files of `src`, with tokenizer_config.json naming `tokenizer_class`
+    (None: naming none)."""
+    dst.mkdir()
+    for name in ("tokenizer.json", "chat_template.jinja", "config.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, dst / name)
+    config = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("tokenizer_class", None)
+    if tokenizer_class is not None:
+        config["tokenizer_class"] = tokenizer_class
+    (dst / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return dst
+
+
+@pytest.mark.parametrize("tokenizer_class", ["TokenizersBackend", "Qwen2Tokenizer", None])
+@pytest.mark.parametrize("source", ["tiny", "demo"])
+def test_declared_class_renders_and_tokenizes_as_autotokenizer(
+    source: str, tokenizer_class: str | None, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Qwen2Tokenizer is what the released Qwen3 checkpoints name; our checkpoints name
+    TokenizersBackend; with none named, AutoTokenizer decides (from config.json)."""
+    from transformers import AutoTokenizer
+
+    path = _with_class(tiny_model if source == "tiny" else DEMO_MODEL, tmp_path / "tok", tokenizer_class)
+    load_tokenizer.cache_clear()
+    ours = load_tokenizer(str(path), None, None)
+    reference = AutoTokenizer.from_pretrained(str(path))
+    assert type(ours) is type(reference)
+    if tokenizer_class is not None:
+        assert declared_tokenizer_class(str(path)) is type(reference)
+    else:
+        assert declared_tokenizer_class(str(path)) is None
+    task = build_task("address")
+    for text in TEXTS:
+        prompt = render_prompt(ours, task, {"text": text})
+        assert prompt == render_prompt(reference, task, {"text": text})
+        assert ours(prompt, add_special_tokens=False).input_ids == reference(prompt, add_special_tokens=False).input_ids
+    load_tokenizer.cache_clear()
+
+
+def test_unknown_class_name_or_no_local_config_falls_back_to_autotokenizer(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "NoSuchTokenizerClass"}))
+    assert declared_tokenizer_class(str(tmp_path)) is None
+    assert declared_tokenizer_class("Qwen/Qwen3-0.6B") is None  # a hub id: AutoTokenizer resolves it
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    assert declared_tokenizer_class(str(tmp_path)) is None
+
+
+def test_prepare_loads_its_tokenizer_without_importing_torch(tiny_model: Path) -> None:
+    """The point of the declared class: a prepare worker does not pay torch's import (about
+    5 s of CPU here) while the engines start beside it. In a fresh process, as a worker is."""
+    code = (
+        "import sys\n"
+        "from enrich.prepare import load_tokenizer\n"
+        f"tok = load_tokenizer({str(tiny_model)!r}, None, None)\n"
+        "assert tok('x', add_special_tokens=False).input_ids\n"
+        "print(sorted(m for m in ('torch', 'transformers.models.auto') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
