@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inputs import make_input
-from monitor import log_tail, run_monitored
+from monitor import log_tail, process_profile, run_monitored
 
 if TYPE_CHECKING:
     from harness import Bench
@@ -35,7 +35,6 @@ DEFAULT_SHARDS = 4
 STANDIN_CALL_MS = 20.0
 STANDIN_ROW_MS = 2.0
 TIMELINE_POINTS = 60  # RSS samples kept per run in the JSON
-PROCESS_POINTS = 30  # samples kept per process
 
 
 STANDIN_INIT = '''\
@@ -231,29 +230,6 @@ def rss_profile(timeline: Sequence[tuple[float, int]], t_launch: float, points: 
         "second_half_median": statistics.median(second),
         "samples": [[round(ts - t_launch, 1), rss] for ts, rss in timeline[::step]],
     }
-
-
-def process_profile(
-    timeline: Sequence[tuple[float, dict[int, tuple[int, int]]]], labels: dict[int, list[str]], t_launch: float,
-    points: int = PROCESS_POINTS,
-) -> list[dict[str, Any]]:
-    """Each process of the run, largest first: its titles, when it lived, its peak RSS, and its
-    private memory (RSS - shared) at its start, middle and end and `points` samples
-    [s since launch, RSS, private], so growth can be told apart from Ray's shared object store."""
-    series: dict[int, list[tuple[float, int, int]]] = {}
-    for ts, per_pid in timeline:
-        for pid, (rss, shared) in per_pid.items():
-            series.setdefault(pid, []).append((round(ts - t_launch, 1), rss, rss - shared))
-    out = []
-    for pid, rows in series.items():
-        step = max(1, len(rows) // points)
-        out.append({
-            "pid": pid, "labels": labels.get(pid, []), "from_s": rows[0][0], "to_s": rows[-1][0],
-            "peak_rss": max(r[1] for r in rows), "peak_private": max(r[2] for r in rows),
-            "private_start_mid_end": [rows[0][2], rows[len(rows) // 2][2], rows[-1][2]],
-            "samples": [list(r) for r in rows[::step]],
-        })  # fmt: skip
-    return sorted(out, key=lambda r: -r["peak_rss"])
 
 
 def run_memory_flatness(bench: Bench, sizes: Sequence[int], shards: int = DEFAULT_SHARDS) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from common import REPO
 
 RSS_INTERVAL_S = 0.5
 MAX_LABELS = 4  # titles kept per process
+PROCESS_POINTS = 30  # samples kept per process by process_profile
 
 
 def tree_rss(pid: int) -> tuple[int, list[Any]]:
@@ -43,7 +44,8 @@ def tree_memory(pid: int) -> tuple[int, list[Any], dict[int, tuple[int, int]]]:
             continue
         total += mem.rss
         seen.append(p)
-        per_pid[p.pid] = (mem.rss, getattr(mem, "shared", 0))
+        if mem.rss:  # a process just born or already exiting reads 0: not a reading
+            per_pid[p.pid] = (mem.rss, getattr(mem, "shared", 0))
     return total, seen, per_pid
 
 
@@ -58,7 +60,7 @@ def process_label(p: Any) -> str | None:
         return None
     head = cmd[0]
     if head.startswith("ray::"):  # an actor's title also names the method it is in: drop that
-        return None if head.startswith("ray::IDLE") else re.sub(r"\)\.\w+$", ")", head)[:90]
+        return None if head.startswith("ray::IDLE") else re.sub(r"(?<=[\w)])\.\w+$", "", head)[:90]
     words = [Path(w).name if i < 2 else w for i, w in enumerate(cmd[:3])]
     return " ".join(words)[:90]
 
@@ -264,3 +266,26 @@ def log_tail(path: str, lines: int = 25) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def process_profile(
+    timeline: Sequence[tuple[float, dict[int, tuple[int, int]]]], labels: dict[int, list[str]], t_launch: float,
+    points: int = PROCESS_POINTS,
+) -> list[dict[str, Any]]:
+    """Each process of the run, largest first: its titles, when it lived, its peak RSS, and its
+    private memory (RSS - shared) at its start, middle and end and `points` samples
+    [s since launch, RSS, private], so growth can be told apart from Ray's shared object store."""
+    series: dict[int, list[tuple[float, int, int]]] = {}
+    for ts, per_pid in timeline:
+        for pid, (rss, shared) in per_pid.items():
+            series.setdefault(pid, []).append((round(ts - t_launch, 1), rss, rss - shared))
+    out = []
+    for pid, rows in series.items():
+        step = max(1, -(-len(rows) // points))  # at most `points` samples
+        out.append({
+            "pid": pid, "labels": labels.get(pid, []), "from_s": rows[0][0], "to_s": rows[-1][0],
+            "peak_rss": max(r[1] for r in rows), "peak_private": max(r[2] for r in rows),
+            "private_start_mid_end": [rows[0][2], rows[len(rows) // 2][2], rows[-1][2]],
+            "samples": [list(r) for r in rows[::step]],
+        })  # fmt: skip
+    return sorted(out, key=lambda r: -r["peak_rss"])

@@ -8,10 +8,9 @@ For each run this takes the time, from launch, at which the last of its engines 
 
     config     'Enforce eager set'            the process is up, has imported vLLM, built its config
     core       'Initializing a V1 LLM engine' the EngineCore process is up
-    weights    'Attempted to load weight'     the model worker process is up, loading weights
+    weights    'Attempted to load weight embed_tokens'   the model worker is up, loading weights
     ready      'init engine ... took'         profile, KV cache and warm-up done
 
-and, for the Ray systems, 'actor' (the engine actor's first log line, `(MapWorker(...)`).
 Each line is logged once per engine on its way up (vLLM logs 'Enforce eager set' again once an
 engine runs): per engine process (Ray's `pid=` prefix) the first line counts; raw vLLM's lines
 carry no pid, and there the k-th line counts, k = the number of engines (its engines start

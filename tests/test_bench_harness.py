@@ -128,7 +128,7 @@ def test_per_process_sampling_tells_each_process_private_memory_apart():
     private = {pid: rss - shared for pid, (rss, shared) in last.items()}
     assert 80 * 2**20 <= private[proc.pid] < 120 * 2**20 <= private[child]
     assert sampler.labels[proc.pid][0].startswith(Path(sys.executable).name + " -c ")
-    profile = flatness.process_profile(sampler.process_timeline, sampler.labels, t_launch=t - 1.0)
+    profile = monitor.process_profile(sampler.process_timeline, sampler.labels, t_launch=t - 1.0)
     assert [r["pid"] for r in profile] == [child, proc.pid]  # largest first
     assert profile[0]["peak_private"] >= 120 * 2**20
     assert profile[0]["private_start_mid_end"][-1] == private[child]
@@ -145,6 +145,12 @@ def test_process_label_names_ray_workers_by_their_task_not_their_method():
     assert monitor.process_label(Proc(["ray::MapWorker(MapBatches(EngineActor)).submit"])) == (
         "ray::MapWorker(MapBatches(EngineActor))"
     )
+    assert monitor.process_label(Proc(["ray::_StatsActor.update_execution_metrics"])) == "ray::_StatsActor"
+    assert monitor.process_label(Proc(["ray::enrich-engine-ledger-1:Ledger.__init__"])) == (
+        "ray::enrich-engine-ledger-1:Ledger"
+    )
+    stage = "ray::MapBatches(_read_shards)->StreamingRepartition[num_rows_per_block=64,strict=False]"
+    assert monitor.process_label(Proc([stage])) == stage  # a task's title: nothing to drop
     assert monitor.process_label(Proc(["ray::IDLE"])) is None  # says nothing yet: asked again
     assert monitor.process_label(Proc(["/v/bin/python", "/v/bin/enrich", "run", "--x"])) == "python enrich run"
     assert monitor.process_label(Proc([])) is None
