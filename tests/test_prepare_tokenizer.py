@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from enrich.prepare import declared_tokenizer_class, load_tokenizer, render_prompt
+from enrich.prepare import DIRECT_TOKENIZERS, declared_tokenizer_class, load_tokenizer, render_prompt
 from enrich.tasks import build_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,11 +19,11 @@ DEMO_MODEL = REPO / "models" / "demo-address"
 TEXTS = ["浙江省杭州市西湖区文三路90号 张伟 13800000000", "收件人李四，广东深圳南山区科技园 电话 13912345678", "𠀾龘 é ✓"]
 
 
-def _with_class(src: Path, dst: Path, tokenizer_class: str | None) -> Path:
+def _with_class(src: Path, dst: Path, tokenizer_class: str | None, model_type: str = "qwen3") -> Path:
     """The tokenizer files of `src`, with tokenizer_config.json naming `tokenizer_class`
-    (None: naming none)."""
+    (None: naming none) and config.json saying `model_type`."""
     dst.mkdir()
-    for name in ("tokenizer.json", "chat_template.jinja", "config.json"):
+    for name in ("tokenizer.json", "chat_template.jinja"):
         if (src / name).exists():
             shutil.copy(src / name, dst / name)
     config = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
@@ -31,27 +31,26 @@ def _with_class(src: Path, dst: Path, tokenizer_class: str | None) -> Path:
     if tokenizer_class is not None:
         config["tokenizer_class"] = tokenizer_class
     (dst / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    model_config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    (dst / "config.json").write_text(json.dumps({**model_config, "model_type": model_type}), encoding="utf-8")
     return dst
 
 
-@pytest.mark.parametrize("tokenizer_class", ["TokenizersBackend", "Qwen2Tokenizer", None])
+@pytest.mark.parametrize(("model_type", "tokenizer_class"), sorted(DIRECT_TOKENIZERS))
 @pytest.mark.parametrize("source", ["tiny", "demo"])
 def test_declared_class_renders_and_tokenizes_as_autotokenizer(
-    source: str, tokenizer_class: str | None, tiny_model: Path, tmp_path: Path
+    source: str, model_type: str, tokenizer_class: str, tiny_model: Path, tmp_path: Path
 ) -> None:
-    """Qwen2Tokenizer is what the released Qwen3 checkpoints name; our checkpoints name
-    TokenizersBackend; with none named, AutoTokenizer decides (from config.json)."""
+    """Every pair loaded without AutoTokenizer: Qwen2Tokenizer is what the released Qwen3
+    checkpoints name, TokenizersBackend what ours name."""
     from transformers import AutoTokenizer
 
-    path = _with_class(tiny_model if source == "tiny" else DEMO_MODEL, tmp_path / "tok", tokenizer_class)
+    path = _with_class(tiny_model if source == "tiny" else DEMO_MODEL, tmp_path / "tok", tokenizer_class, model_type)
     load_tokenizer.cache_clear()
     ours = load_tokenizer(str(path), None, None)
     reference = AutoTokenizer.from_pretrained(str(path))
+    assert declared_tokenizer_class(str(path)) is type(ours)  # loaded directly, not through AutoTokenizer
     assert type(ours) is type(reference)
-    if tokenizer_class is not None:
-        assert declared_tokenizer_class(str(path)) is type(reference)
-    else:
-        assert declared_tokenizer_class(str(path)) is None
     task = build_task("address")
     for text in TEXTS:
         prompt = render_prompt(ours, task, {"text": text})
@@ -60,17 +59,36 @@ def test_declared_class_renders_and_tokenizes_as_autotokenizer(
     load_tokenizer.cache_clear()
 
 
-def test_unknown_class_name_or_no_local_config_falls_back_to_autotokenizer(tmp_path: Path) -> None:
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "NoSuchTokenizerClass"}))
-    assert declared_tokenizer_class(str(tmp_path)) is None
-    assert declared_tokenizer_class("Qwen/Qwen3-0.6B") is None  # a hub id: AutoTokenizer resolves it
+@pytest.mark.parametrize(
+    ("model_type", "tokenizer_class"),
+    [
+        ("qwen3", None),  # no class named: AutoTokenizer picks one from the model type
+        ("qwen3", "NoSuchTokenizerClass"),
+        ("qwen3", "AutoConfig"),  # in transformers, not a tokenizer
+        # AutoTokenizer replaces the class DeepSeek-V3 checkpoints name by its own for the type:
+        # the named class would tokenize differently, silently
+        ("deepseek_v3", "LlamaTokenizerFast"),
+        ("qwen2", "Qwen2Tokenizer"),  # not checked here: AutoTokenizer decides
+    ],
+)
+def test_any_other_pair_goes_through_autotokenizer(
+    model_type: str, tokenizer_class: str | None, tiny_model: Path, tmp_path: Path
+) -> None:
+    path = _with_class(tiny_model, tmp_path / "tok", tokenizer_class, model_type)
+    assert declared_tokenizer_class(str(path)) is None
+
+
+def test_a_hub_id_or_unreadable_config_goes_through_autotokenizer(tmp_path: Path) -> None:
+    assert declared_tokenizer_class("Qwen/Qwen3-0.6B") is None  # no local files: AutoTokenizer resolves it
     (tmp_path / "tokenizer_config.json").write_text("{not json")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
     assert declared_tokenizer_class(str(tmp_path)) is None
 
 
 def test_prepare_loads_its_tokenizer_without_importing_torch(tiny_model: Path) -> None:
     """The point of the declared class: a prepare worker does not pay torch's import (about
-    5 s of CPU here) while the engines start beside it. In a fresh process, as a worker is."""
+    3 s of CPU here, bench/tokenizer_load.py) while the engines start beside it. In a fresh
+    process, as a worker is."""
     code = (
         "import sys\n"
         "from enrich.prepare import load_tokenizer\n"

@@ -31,23 +31,28 @@ def load_tokenizer(model: str, revision: str | None, s3_endpoint: str | None) ->
     return cls.from_pretrained(path, revision=revision)
 
 
+# (model_type, tokenizer_class) pairs whose class AutoTokenizer loads as named: checked
+# against AutoTokenizer (same class, prompts and ids) in tests/test_prepare_tokenizer.py. For
+# other model types AutoTokenizer may substitute the class it registers for the model type
+# (transformers' MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS), so those go through it.
+DIRECT_TOKENIZERS = {("qwen3", "TokenizersBackend"), ("qwen3", "Qwen2Tokenizer")}
+
+
 def declared_tokenizer_class(path: str) -> Any | None:
-    """The class a local tokenizer_config.json names, looked up in transformers by name.
-    AutoTokenizer resolves the same class, but imports torch on the way: ~5 s of CPU in every
-    prepare worker, taken from the engines starting beside it. None (AutoTokenizer decides):
-    no local config (a hub id), no class named, or one this transformers does not have."""
+    """The tokenizer class a local checkpoint names, when it is one of DIRECT_TOKENIZERS:
+    AutoTokenizer resolves the same class, but imports torch on the way, about 3 s of CPU in
+    every prepare worker, taken from the engines starting beside it (bench/tokenizer_load.py).
+    None (AutoTokenizer decides): a hub id, no local config, or any other model type or class."""
     try:
         name = json.loads((Path(path) / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+        model_type = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError):
         return None
-    if not isinstance(name, str):
+    if (model_type, name) not in DIRECT_TOKENIZERS:
         return None
     import transformers
 
-    try:
-        return getattr(transformers, name)
-    except (AttributeError, ImportError):
-        return None
+    return getattr(transformers, name)
 
 
 def render_prompt(tokenizer: Any, task: Task, row: dict[str, Any]) -> str:
