@@ -7,7 +7,10 @@ sizes of enrich's prepared rows go through the identity actor `--batches-in-flig
 the actor's RSS and private memory (RSS - shared) are read from inside it at every batch, and
 the driver's before and after the run. If this actor grows like enrich's, the growth is Ray's, not enrich's.
 
-    python bench/actor_memory.py [--blocks 8000] [--out bench/out/actor_memory.json]
+    python bench/actor_memory.py [--blocks 8000] [--rows-per-block 64] [--out bench/out/actor_memory.json]
+
+Driver growth per block (the slope between its first and last sample) is what tells per-block
+bookkeeping apart from per-row: run it at two block sizes.
 """
 
 from __future__ import annotations
@@ -99,9 +102,11 @@ def main() -> None:
         "wall_s": round(wall, 1), "cpus": os.cpu_count(),
         "first": {"calls": first[0], "rss": first[1], "private": first[2]},
         "last": {"calls": last[0], "rss": last[1], "private": last[2]},
-        "private_growth_per_1000_batches_mib": round((last[2] - first[2]) / 2**20 / max(1, last[0] - first[0]) * 1000, 2),
         # The driver holds Ray Data's per-block stats until the dataset ends (ray-project/ray#66016).
         "driver_private_before_after": [before.rss - before.shared, after.rss - after.shared],
+        "driver_private_growth_per_1000_blocks_kib": round(
+            (driver[-1][1] - driver[0][1]) / 1024 / max(1, driver[-1][0] - driver[0][0]) * 1000, 1
+        ) if len(driver) >= 2 else None,
         "samples": [list(s) for s in samples[::step]],  # [actor's calls so far, its RSS, its private]
         "driver_samples": driver[:: max(1, len(driver) // 40)],
     }  # fmt: skip
