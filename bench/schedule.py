@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+import argparse
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,3 +71,24 @@ def check_start(gate: LoadGate, wait: bool) -> str | None:
         "and a benchmark run now would measure the other work. Wait (--wait-for-load) or raise --max-load "
         "(runs above 0.3 make every target inconclusive)."
     )
+
+
+def add_probe_args(parser: argparse.ArgumentParser, repeats: int, out: str) -> None:
+    """The options of a small probe (bench/startup.py, bench/tokenizer_load.py)."""
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--max-load", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=out)
+
+
+def probe_runs(
+    variants: Sequence[str], args: argparse.Namespace, gate: LoadGate | None = None
+) -> Iterator[tuple[str, float]]:
+    """Each variant `args.repeats` times, in one order shuffled by `args.seed`; every run
+    after waiting (15 min at most) for a 1-minute load at most `args.max_load`:
+    (variant, the load when it starts)."""
+    order = [name for name in variants for _ in range(args.repeats)]
+    random.Random(args.seed).shuffle(order)
+    gate = gate or LoadGate(max_load=args.max_load, wait_s=900.0)
+    for name in order:
+        yield name, gate.wait()["loadavg_1m_before"]

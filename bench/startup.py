@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from schedule import LoadGate  # bench/ is on sys.path: this script's folder
+from schedule import add_probe_args, probe_runs  # bench/ is on sys.path: this script's folder
 
 PROBE = """
 import time, sys
@@ -47,17 +46,10 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-load", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="bench/out/startup.json")
+    add_probe_args(parser, repeats=3, out="bench/out/startup.json")
     args = parser.parse_args()
-    order = [name for name in VARIANTS for _ in range(args.repeats)]
-    random.Random(args.seed).shuffle(order)
     runs = []
-    gate = LoadGate(max_load=args.max_load, wait_s=900.0)
-    for name in order:
-        load = gate.wait()["loadavg_1m_before"]
+    for name, load in probe_runs(list(VARIANTS), args):
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         done = subprocess.run([sys.executable, "-c", PROBE.format(args=VARIANTS[name]), repr(time.time())],
                               capture_output=True, text=True, env=env, check=True)

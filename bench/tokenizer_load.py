@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from schedule import LoadGate  # bench/ is on sys.path: this script's folder
+from schedule import add_probe_args, probe_runs  # bench/ is on sys.path: this script's folder
 
 PROBE = """
 import json, os, sys, time
@@ -47,18 +46,11 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--max-load", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
+    add_probe_args(parser, repeats=5, out="bench/out/tokenizer_load.json")
     parser.add_argument("--model", default="models/demo-address")
-    parser.add_argument("--out", default="bench/out/tokenizer_load.json")
     args = parser.parse_args()
-    order = [name for name in VARIANTS for _ in range(args.repeats)]
-    random.Random(args.seed).shuffle(order)
     runs = []
-    gate = LoadGate(max_load=args.max_load, wait_s=900.0)
-    for name in order:
-        load = gate.wait()["loadavg_1m_before"]
+    for name, load in probe_runs(list(VARIANTS), args):
         code = PROBE.format(load=VARIANTS[name])
         done = subprocess.run([sys.executable, "-c", code, repr(time.time()), args.model],
                               capture_output=True, text=True, check=True)

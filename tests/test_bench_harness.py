@@ -951,3 +951,23 @@ def test_startup_phases_summary_reads_each_ok_runs_log(tmp_path):
     assert rows == [{"system": "ceiling", "rows": 400, "runs": 2, "config": None, "core": None, "weights": None,
                      "ready": {"median": 35.0, "min": 30.0, "max": 40.0}}]
     assert "| ceiling | 400 | 2 | n/a | n/a | n/a | 35.0 (30.0–40.0) |" in startup_phases.markdown(rows)
+
+
+def test_probe_runs_repeat_each_variant_in_a_seeded_order_behind_the_load_gate():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    schedule.add_probe_args(parser, repeats=3, out="x.json")
+    args = parser.parse_args(["--seed", "7"])
+    loads = iter([0.9, 0.2] + [0.1] * 10)  # the first run waits one poll for the load to drop
+    slept = []
+    gate = schedule.LoadGate(max_load=0.5, wait_s=60, poll_s=5, read=lambda: next(loads), sleep=slept.append)
+    runs = list(schedule.probe_runs(["a", "b"], args, gate=gate))
+    assert sorted(name for name, _ in runs) == ["a", "a", "a", "b", "b", "b"]
+    assert runs[0][1] == 0.2 and slept == [5]
+    again = [name for name, _ in schedule.probe_runs(["a", "b"], args, gate=schedule.LoadGate(read=lambda: 0.0))]
+    assert again == [name for name, _ in runs]  # the seed fixes the order
+    other = parser.parse_args(["--seed", "8"])
+    orders = {tuple(n for n, _ in schedule.probe_runs(["a", "b"], a, gate=schedule.LoadGate(read=lambda: 0.0)))
+              for a in (args, other)}
+    assert len(orders) == 2
