@@ -36,20 +36,28 @@ def _with_class(src: Path, dst: Path, tokenizer_class: str | None, model_type: s
     return dst
 
 
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("AutoTokenizer was used")
+
+
 @pytest.mark.parametrize(("model_type", "tokenizer_class"), sorted(DIRECT_TOKENIZERS))
 @pytest.mark.parametrize("source", ["tiny", "demo"])
 def test_declared_class_renders_and_tokenizes_as_autotokenizer(
-    source: str, model_type: str, tokenizer_class: str, tiny_model: Path, tmp_path: Path
+    source: str, model_type: str, tokenizer_class: str, tiny_model: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every pair loaded without AutoTokenizer: Qwen2Tokenizer is what the released Qwen3
     checkpoints name, TokenizersBackend what ours name."""
+    import transformers
     from transformers import AutoTokenizer
 
     path = _with_class(tiny_model if source == "tiny" else DEMO_MODEL, tmp_path / "tok", tokenizer_class, model_type)
+    assert declared_tokenizer_class(str(path)) is getattr(transformers, tokenizer_class)
     load_tokenizer.cache_clear()
-    ours = load_tokenizer(str(path), None, None)
+    with monkeypatch.context() as patched:  # the direct path must not go through AutoTokenizer
+        patched.setattr(AutoTokenizer, "from_pretrained", _refuse)
+        ours = load_tokenizer(str(path), None, None)
     reference = AutoTokenizer.from_pretrained(str(path))
-    assert declared_tokenizer_class(str(path)) is type(ours)  # loaded directly, not through AutoTokenizer
     assert type(ours) is type(reference)
     task = build_task("address")
     for text in TEXTS:
@@ -80,19 +88,28 @@ def test_any_other_pair_goes_through_autotokenizer(
 
 def test_a_hub_id_or_unreadable_config_goes_through_autotokenizer(tmp_path: Path) -> None:
     assert declared_tokenizer_class("Qwen/Qwen3-0.6B") is None  # no local files: AutoTokenizer resolves it
-    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Qwen2Tokenizer"}))
+    assert declared_tokenizer_class(str(tmp_path)) is None  # no config.json: no model type
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
+    assert declared_tokenizer_class(str(tmp_path)) is not None  # the same folder, now complete
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": ["Qwen2Tokenizer"]}))
+    assert declared_tokenizer_class(str(tmp_path)) is None  # not a name
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
     assert declared_tokenizer_class(str(tmp_path)) is None
 
 
-def test_prepare_loads_its_tokenizer_without_importing_torch(tiny_model: Path) -> None:
+@pytest.mark.parametrize(("model_type", "tokenizer_class"), sorted(DIRECT_TOKENIZERS))
+def test_prepare_loads_its_tokenizer_without_importing_torch(
+    model_type: str, tokenizer_class: str, tiny_model: Path, tmp_path: Path
+) -> None:
     """The point of the declared class: a prepare worker does not pay torch's import (about
     3 s of CPU here, bench/tokenizer_load.py) while the engines start beside it. In a fresh
     process, as a worker is."""
+    path = _with_class(tiny_model, tmp_path / "tok", tokenizer_class, model_type)
     code = (
         "import sys\n"
         "from enrich.prepare import load_tokenizer\n"
-        f"tok = load_tokenizer({str(tiny_model)!r}, None, None)\n"
+        f"tok = load_tokenizer({str(path)!r}, None, None)\n"
         "assert tok('x', add_special_tokens=False).input_ids\n"
         "print(sorted(m for m in ('torch', 'transformers.models.auto') if m in sys.modules))\n"
     )

@@ -48,11 +48,11 @@ def declared_tokenizer_class(path: str) -> Any | None:
         model_type = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError):
         return None
-    if (model_type, name) not in DIRECT_TOKENIZERS:
+    if not isinstance(name, str) or (model_type, name) not in DIRECT_TOKENIZERS:
         return None
     import transformers
 
-    return getattr(transformers, name)
+    return getattr(transformers, name, None)  # a transformers without it: AutoTokenizer decides
 
 
 def render_prompt(tokenizer: Any, task: Task, row: dict[str, Any]) -> str:
