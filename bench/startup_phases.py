@@ -36,6 +36,7 @@ MARKERS = {
 }
 STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 PID = re.compile(r"pid=(\d+)")
+INIT_TOOK = re.compile(r"init engine \(profile.*took ([\d.]+) s")
 
 
 def line_time(line: str) -> float | None:
@@ -65,9 +66,17 @@ def phases(log: str, t_launch: float, engines: int) -> dict[str, float | None]:
     return out
 
 
+def init_seconds(log: str) -> list[float]:
+    """What vLLM's 'init engine (profile, create kv cache, warmup model) took' says, per engine:
+    the same work in every system, so a run-to-run difference here is the machine's."""
+    return [float(m.group(1)) for m in INIT_TOOK.finditer(log)]
+
+
 def summarize(results: dict[str, Any], out: Path) -> list[dict[str, Any]]:
-    """Median (min-max) of each marker's time from launch, per system and input size."""
+    """Median (min-max) of each marker's time from launch, per system and input size, and the
+    range of vLLM's own engine init (`init_took_s`, over all engines of all runs)."""
     groups: dict[tuple[str, int], list[dict[str, float | None]]] = {}
+    took: dict[tuple[str, int], list[float]] = {}
     for run in results["runs"]:
         if not run.get("ok"):
             continue
@@ -76,6 +85,7 @@ def summarize(results: dict[str, Any], out: Path) -> list[dict[str, Any]]:
         groups.setdefault((run["system"], run["rows_requested"]), []).append(
             phases(log, run["t_launch"], run.get("engines", 1))
         )
+        took.setdefault((run["system"], run["rows_requested"]), []).extend(init_seconds(log))
     rows = []
     for (system, n), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         row: dict[str, Any] = {"system": system, "rows": n, "runs": len(runs)}
@@ -84,6 +94,8 @@ def summarize(results: dict[str, Any], out: Path) -> list[dict[str, Any]]:
             row[name] = (
                 {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
             )
+        seconds = took.get((system, n), [])
+        row["init_took_s"] = {"min": min(seconds), "max": max(seconds)} if seconds else None
         rows.append(row)
     return rows
 
