@@ -1,16 +1,17 @@
 """Does a Ray Data actor's memory grow with the batches it has run, whatever its code does?
 
 A control for the memory-flatness run, where enrich's engine actor (vLLM replaced by a
-stand-in) grew steadily: the same pipeline shape with an async actor that returns each batch
-unchanged. Blocks of `--rows-per-block` rows (enrich's engine batch, 64) with the columns and
-sizes of enrich's prepared rows go through the identity actor `--batches-in-flight` at a time;
-the actor's RSS and private memory (RSS - shared) are read from inside it at every batch, and
-the driver's before and after the run. If this actor grows like enrich's, the growth is Ray's, not enrich's.
+stand-in) grew steadily: a smaller pipeline of the same shape (a block source, an async actor
+that returns each batch unchanged, a one-row-per-batch sink; no repartition, no writing), with
+enrich's 64 KiB blocks. Batches of `--rows-per-block` rows with the columns and sizes of
+enrich's prepared rows go through the identity actor `--batches-in-flight` at a time. The actor
+reads its RSS and private memory (RSS - shared) at every batch; the driver samples both, and
+its own, at 41 points, keeping nothing else per batch.
 
     python bench/actor_memory.py [--blocks 8000] [--rows-per-block 64] [--out bench/out/actor_memory.json]
 
-Driver growth per block (the slope between its first and last sample) is what tells per-block
-bookkeeping apart from per-row: run it at two block sizes.
+The driver's growth per 1,000 actor calls, at two batch sizes, tells per-batch (per-block)
+bookkeeping apart from per-row.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from enrich.pipeline import BLOCK_BYTES
 
 
 def prepared_block(rows: int, seed: int) -> pa.Table:
@@ -68,6 +71,8 @@ def main() -> None:
     import ray
 
     ray.init(address="local", include_dashboard=False, num_cpus=2)
+    # enrich's block size (64 KiB): Ray Data would otherwise pack many batches into one block.
+    ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES
     rows = args.rows_per_block
     ds = (
         ray.data.range(args.blocks, override_num_blocks=max(1, args.blocks // 100))
@@ -84,18 +89,23 @@ def main() -> None:
     me = psutil.Process()
     before = me.memory_info()
     started = time.time()
-    seen, driver = set(), []  # driver: [batches done, driver private bytes]
+    # Only a fixed number of samples is kept: what the driver holds must not grow with the run,
+    # or the driver's growth measures this loop (a set of every call's sample did, 2026-12-07).
+    every = max(1, args.blocks // 40)
+    samples, driver = [], []  # [actor calls, its RSS, its private]; [calls seen, driver private]
+    last = None
     for n, r in enumerate(ds.iter_rows(), 1):  # a row per actor call
-        seen.add((r["_calls"], r["_rss"], r["_private"]))
-        if n % 500 == 0:
+        last = (r["_calls"], r["_rss"], r["_private"])
+        if n == 1 or n % every == 0:
+            samples.append(list(last))
             mem = me.memory_info()
             driver.append([n, mem.rss - mem.shared])
-    samples = sorted(seen)
     wall = time.time() - started
     after = me.memory_info()
     ray.shutdown()
-    step = max(1, len(samples) // 40)
-    first, last = samples[0], samples[-1]
+    assert last is not None, "no batch came out"
+    samples.append(list(last))
+    first, last = min(samples), max(samples)
     result = {
         "command": " ".join([sys.executable, *sys.argv]),
         "blocks": args.blocks, "rows_per_block": rows, "batches_in_flight": args.batches_in_flight,
@@ -104,11 +114,12 @@ def main() -> None:
         "last": {"calls": last[0], "rss": last[1], "private": last[2]},
         # The driver holds Ray Data's per-block stats until the dataset ends (ray-project/ray#66016).
         "driver_private_before_after": [before.rss - before.shared, after.rss - after.shared],
-        "driver_private_growth_per_1000_blocks_kib": round(
+        "driver_private_growth_per_1000_calls_kib": round(
             (driver[-1][1] - driver[0][1]) / 1024 / max(1, driver[-1][0] - driver[0][0]) * 1000, 1
         ) if len(driver) >= 2 else None,
-        "samples": [list(s) for s in samples[::step]],  # [actor's calls so far, its RSS, its private]
-        "driver_samples": driver[:: max(1, len(driver) // 40)],
+        "block_bytes": BLOCK_BYTES,
+        "samples": samples,  # [actor's calls so far, its RSS, its private], in arrival order
+        "driver_samples": driver,
     }  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
