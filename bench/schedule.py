@@ -4,10 +4,10 @@ a minute or two after it ends, so every run waits for the machine to settle)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import time
-import argparse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
