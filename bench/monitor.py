@@ -111,9 +111,10 @@ class TreeRssSampler:
                 self.seen.setdefault(p.pid, p.create_time())
             except Exception:  # noqa: BLE001 - gone between listing and asking
                 pass
-            if self.per_process:
-                label, seen = process_label(p), self.labels.setdefault(p.pid, [])
-                if label and label not in seen and len(seen) < MAX_LABELS:
+            seen = self.labels.setdefault(p.pid, []) if self.per_process else None
+            if seen is not None and len(seen) < MAX_LABELS:  # a full list: no more cmdline reads
+                label = process_label(p)
+                if label and label not in seen:
                     seen.append(label)
         self.samples += 1
         now = time.time()
