@@ -78,6 +78,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep", action="store_true", help="first try --sweep-values per system; each then runs at its best")
     p.add_argument("--sweep-values", default=DEFAULT_CANDIDATES, help=f"MAX_NUM_SEQS:MAX_NUM_BATCHED_TOKENS pairs (default {DEFAULT_CANDIDATES})")
     p.add_argument("--sweep-rows", type=int, default=400, help="input size of the sweep runs (default 400)")
+    p.add_argument("--sweep-only", action="store_true",
+                   help="with --sweep: stop once OUT/sweep.json is written (the repeats run later with --settings-from)")
     p.add_argument("--settings-from", type=Path, help="a sweep.json: each system's best, without sweeping again")
     p.add_argument("--order-seed", type=int, default=0, help="seed of the run order (default 0)")
     p.add_argument("--max-load", type=float, default=MAX_LOAD, help=f"no run starts above this 1-min load (default {MAX_LOAD})")
@@ -115,6 +117,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.rows = sorted({int(n) for n in args.rows.split(",")})
     if min(args.rows) < 1 or args.repeats < 1:
         p.error("--rows and --repeats must be ≥ 1")
+    if args.sweep_only and not args.sweep:
+        p.error("--sweep-only needs --sweep")
     args.out = args.out.resolve()
     return args
 
@@ -202,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep = run_sweep(bench, args.systems, parse_candidates(args.sweep_values), args.sweep_rows,
                           args.order_seed, pinnable)  # fmt: skip
         (args.out / "sweep.json").write_text(json.dumps(sweep, indent=2))
+        print(f"[bench] wrote {args.out / 'sweep.json'}", flush=True)
+        if args.sweep_only:
+            return 0 if all(r["ok"] for r in sweep["runs"]) else 1
     elif args.settings_from:
         sweep = json.loads(args.settings_from.read_text())
     if sweep:

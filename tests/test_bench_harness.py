@@ -582,6 +582,28 @@ def test_parse_args_defaults_and_validation():
         cli.parse_args(["--systems", "ceiling,bogus"])
 
 
+def test_sweep_only_writes_the_sweep_and_runs_no_repeats(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--sweep-only"])
+    fake = {"runs": [{"ok": True}], "best": {"ceiling": {"settings": inputs.pinned(32, 2048)}}}
+    monkeypatch.setattr(cli, "check_start", lambda gate, wait: None)
+    monkeypatch.setattr(cli, "ensure_model", lambda model: "/m")
+    monkeypatch.setattr(cli, "machine_facts", lambda: {})
+    monkeypatch.setattr(cli, "enrich_pinnable", lambda: ["max_num_seqs", "max_num_batched_tokens"])
+    monkeypatch.setattr(cli, "make_input", lambda source, n, path: path)
+    monkeypatch.setattr(cli, "run_sweep", lambda *a: fake)
+
+    def no_repeats(*a: object) -> None:
+        raise AssertionError("--sweep-only ran a measured repeat")
+
+    monkeypatch.setattr(harness.Bench, "run_system", no_repeats)
+    rc = cli.main(["--sweep", "--sweep-only", "--systems", "ceiling", "--out", str(tmp_path),
+                   "--results-md", str(tmp_path / "r.md")])  # fmt: skip
+    assert rc == 0
+    assert json.loads((tmp_path / "sweep.json").read_text()) == fake
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_enrich_command_carries_the_shared_settings(tmp_path):
     args = cli.parse_args(["--out", str(tmp_path)])
     engine = inputs.engine_settings(False, None)
