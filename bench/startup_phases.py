@@ -24,9 +24,10 @@ import argparse
 import datetime as dt
 import json
 import re
-import statistics
 from pathlib import Path
 from typing import Any
+
+import stats
 
 MARKERS = {
     "config": re.compile(r"Enforce eager set"),
@@ -90,10 +91,7 @@ def summarize(results: dict[str, Any], out: Path) -> list[dict[str, Any]]:
     for (system, n), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         row: dict[str, Any] = {"system": system, "rows": n, "runs": len(runs)}
         for name in MARKERS:
-            values = [r[name] for r in runs if r[name] is not None]
-            row[name] = (
-                {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
-            )
+            row[name] = stats.summarize(r[name] for r in runs)
         seconds = took.get((system, n), [])
         row["init_took_s"] = {"min": min(seconds), "max": max(seconds)} if seconds else None
         rows.append(row)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from schedule import add_probe_args, probe_runs  # bench/ is on sys.path: this script's folder
+from stats import summarize
 
 PROBE = """
 import json, os, sys, time
@@ -63,11 +63,7 @@ def main() -> None:
     summary = {}
     for name in VARIANTS:
         mine = [r for r in runs if r["variant"] == name]
-        summary[name] = {
-            key: {"median": statistics.median(r[key] for r in mine), "min": min(r[key] for r in mine),
-                  "max": max(r[key] for r in mine)}
-            for key in ("wall_s", "cpu_s")
-        }  # fmt: skip
+        summary[name] = {key: summarize(r[key] for r in mine) for key in ("wall_s", "cpu_s")}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": " ".join(sys.argv), "cpus": os.cpu_count(), "model": args.model,

@@ -971,7 +971,7 @@ def test_startup_phases_summary_reads_each_ok_runs_log(tmp_path):
     runs.append({"system": "ceiling", "rows_requested": 400, "repeat": 3, "ok": False, "t_launch": t0})  # no log read
     rows = startup_phases.summarize({"runs": runs}, tmp_path)
     assert rows == [{"system": "ceiling", "rows": 400, "runs": 2, "config": None, "core": None, "weights": None,
-                     "ready": {"median": 35.0, "min": 30.0, "max": 40.0}, "init_took_s": {"min": 9.0, "max": 9.0}}]
+                     "ready": {"median": 35.0, "min": 30.0, "max": 40.0, "n": 2}, "init_took_s": {"min": 9.0, "max": 9.0}}]
     assert "| ceiling | 400 | 2 | n/a | n/a | n/a | 35.0 (30.0–40.0) |" in startup_phases.markdown(rows)
 
 
