@@ -604,6 +604,9 @@ def test_sweep_only_writes_the_sweep_and_runs_no_repeats(tmp_path, monkeypatch):
     assert rc == 0
     assert json.loads((tmp_path / "sweep.json").read_text()) == fake
     assert not (tmp_path / "results.json").exists()
+    fake["runs"].append({"ok": False})  # a sweep run that failed: the exit code says so
+    assert cli.main(["--sweep", "--sweep-only", "--systems", "ceiling", "--out", str(tmp_path),
+                     "--results-md", str(tmp_path / "r.md")]) == 1  # fmt: skip
 
 
 def test_enrich_command_carries_the_shared_settings(tmp_path):
@@ -997,20 +1000,36 @@ def test_probe_runs_repeat_each_variant_in_a_seeded_order_behind_the_load_gate()
     assert len(orders) == 2
 
 
-def test_binding_control_reads_thread_affinity_and_summarizes_each_variant():
+def test_binding_control_reads_thread_affinity_and_summarizes_each_variant(tmp_path):
+    assert binding.parse_cpu_list("0-1,3") == {0, 1, 3} and binding.parse_cpu_list("2") == {2}
     mine = binding.thread_affinities(os.getpid())
-    allowed = sorted(os.sched_getaffinity(0))
-    # This process's threads all carry its affinity ("0-1" on two cores, "0" on one).
-    assert mine == {f"{allowed[0]}-{allowed[-1]}" if len(allowed) > 1 else str(allowed[0])}
-    assert binding.thread_affinities(2**22 + 7) == set()  # no such process: nothing, no error
+    assert mine and all(binding.parse_cpu_list(a) == os.sched_getaffinity(0) for a in mine)
+    assert binding.thread_affinities(2**22 + 7) == []  # no such process: nothing, no error
+    # A child titled as vLLM titles its processes is found; this process (pytest) is not sampled.
+    code = "import setproctitle, time; setproctitle.setproctitle('VLLM::Fake'); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 20
+        while not (binding.psutil.Process(child.pid).cmdline() or [""])[0].startswith("VLLM") and time.time() < deadline:
+            time.sleep(0.1)
+        seen: dict = {}
+        stop = binding.threading.Event()
+        binding.threading.Timer(0.5, stop.set).start()
+        binding.sample_affinities(os.getpid(), seen, stop, every_s=0.2)
+    finally:
+        child.kill()
+        child.wait()
+    assert list(seen) == [f"VLLM::Fake {child.pid}"]
+    assert all(binding.parse_cpu_list(a) == os.sched_getaffinity(0) for a in seen[f"VLLM::Fake {child.pid}"])
+    failed = binding.record("peer-binding", 1, 2, tmp_path / "missing.json", {})
+    assert failed["ok"] is False and failed["error"] == "no results.json"
     runs = [
         {"variant": "own-cores", "ok": True, "wall_to_last_row_s": 100.0, "steady_rows_per_s": 20.0,
          "launch_to_all_engines_ready_s": 60.0},
         {"variant": "own-cores", "ok": True, "wall_to_last_row_s": 110.0, "steady_rows_per_s": 18.0,
          "launch_to_all_engines_ready_s": 62.0},
-        {"variant": "vllm-auto", "ok": False, "wall_to_last_row_s": None, "steady_rows_per_s": None,
-         "launch_to_all_engines_ready_s": None},
+        failed,
     ]  # fmt: skip
     got = binding.summarize(runs)
     assert got["own-cores"]["wall_to_last_row_s"] == {"median": 105.0, "min": 100.0, "max": 110.0, "n": 2}
-    assert got["vllm-auto"]["steady_rows_per_s"] is None  # a failed run is not a figure
+    assert got["peer-binding"]["steady_rows_per_s"] is None  # a failed run is not a figure
