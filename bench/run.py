@@ -205,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.input_path = make_input(args.source, args.sweep_rows, args.out / "input" / f"address-{args.sweep_rows}.jsonl")
         sweep = run_sweep(bench, args.systems, parse_candidates(args.sweep_values), args.sweep_rows,
                           args.order_seed, pinnable)  # fmt: skip
+        sweep["machine"] = machine  # with the commit and load at the start: read apart from results.json
         (args.out / "sweep.json").write_text(json.dumps(sweep, indent=2))
         print(f"[bench] wrote {args.out / 'sweep.json'}", flush=True)
         if args.sweep_only:

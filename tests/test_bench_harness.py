@@ -590,7 +590,7 @@ def test_sweep_only_writes_the_sweep_and_runs_no_repeats(tmp_path, monkeypatch):
     fake = {"runs": [{"ok": True}], "best": {"ceiling": {"settings": inputs.pinned(32, 2048)}}}
     monkeypatch.setattr(cli, "check_start", lambda gate, wait: None)
     monkeypatch.setattr(cli, "ensure_model", lambda model: "/m")
-    monkeypatch.setattr(cli, "machine_facts", lambda: {})
+    monkeypatch.setattr(cli, "machine_facts", lambda: {"git_commit": "abc1234"})
     monkeypatch.setattr(cli, "enrich_pinnable", lambda: ["max_num_seqs", "max_num_batched_tokens"])
     monkeypatch.setattr(cli, "make_input", lambda source, n, path: path)
     monkeypatch.setattr(cli, "run_sweep", lambda *a: fake)
@@ -602,7 +602,7 @@ def test_sweep_only_writes_the_sweep_and_runs_no_repeats(tmp_path, monkeypatch):
     rc = cli.main(["--sweep", "--sweep-only", "--systems", "ceiling", "--out", str(tmp_path),
                    "--results-md", str(tmp_path / "r.md")])  # fmt: skip
     assert rc == 0
-    assert json.loads((tmp_path / "sweep.json").read_text()) == fake
+    assert json.loads((tmp_path / "sweep.json").read_text()) == {**fake, "machine": {"git_commit": "abc1234"}}
     assert not (tmp_path / "results.json").exists()
     fake["runs"].append({"ok": False})  # a sweep run that failed: the exit code says so
     assert cli.main(["--sweep", "--sweep-only", "--systems", "ceiling", "--out", str(tmp_path),
