@@ -80,9 +80,10 @@ def sample_affinities(root: int, into: dict[str, Counter[str]], stop: threading.
             return
         for p in procs:
             try:
-                title = p.cmdline()[0] if p.cmdline() else ""
+                cmd = p.cmdline()
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
+            title = cmd[0] if cmd else ""
             if title.startswith("VLLM"):
                 into.setdefault(f"{title.strip()} {p.pid}", Counter()).update(thread_affinities(p.pid))
 
