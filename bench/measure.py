@@ -156,6 +156,8 @@ def measure_enrich(proc: ProcResult, summary: dict[str, Any], summary_at: float)
         "summary_wall_s": summary.get("wall_seconds"),
         "summary_generate_s": summary.get("generate_seconds"),
         **decoding(enrich_rows_per_engine(summary)),
+        # Per engine: fullness, active and idle seconds, requests (src/enrich/engine_stats.py).
+        "engine_stats": (summary.get("engines") or {}).get("engines"),
     }
     if t_log:
         rec.update(engine_start_s=t_log - proc.t_launch, engine_ready_source="vllm log line", steady_rows=rows)
@@ -302,4 +304,6 @@ def short_line(rec: dict[str, Any]) -> str:
         if rec.get(key) is not None:
             parts.append(f"{label} {rec[key]:.2f}")
     parts.append(f"peak RSS {rec['peak_rss_bytes'] / 2**30:.2f} GiB")
+    if rec.get("idle_engines"):
+        parts.append(f"{rec['idle_engines']} engine(s) decoded nothing")
     return ", ".join(parts)

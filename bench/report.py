@@ -77,6 +77,9 @@ def render_results(results: dict[str, Any]) -> list[str]:
         out += ["median (min–max) over repeats; failed runs are excluded and counted.", ""]
         out += ["| metric | " + " | ".join(systems) + " |", "|" + "---|" * (len(systems) + 1)]
         out.append("| runs ok | " + " | ".join(f"{summary[s]['runs_ok']}/{summary[s]['runs']}" for s in systems) + " |")
+        if any(summary[s].get("idle_engine_runs") for s in systems):  # counted in every figure below
+            idle = " | ".join(str(summary[s].get("idle_engine_runs", 0)) for s in systems)
+            out.append(f"| of which an engine decoded nothing | {idle} |")
         for key, (label, scale, digits) in METRICS.items():
             out.append(f"| {label} | " + " | ".join(fmt_stat(summary[s].get(key), scale, digits) for s in systems) + " |")
         out.append("")

@@ -61,6 +61,7 @@ def summarize_runs(runs: list[dict[str, Any]], systems: Sequence[str]) -> dict[s
             "runs": len(mine),
             "loaded_runs": sum(not r.get("load_ok", True) for r in mine),
             "unpinned_runs": sum(not r.get("settings_pinned", True) for r in mine),
+            "idle_engine_runs": sum(bool(r.get("idle_engines")) for r in ok),
             **{key: summarize(r.get(key) for r in ok) for key in METRICS},
         }
     return summary
@@ -138,6 +139,8 @@ def judge(t: Target, summary: dict[str, Any], repeats: int) -> tuple[str, float 
             notes.append(f"{s}: {st['runs'] - st['runs_ok']} failed run(s)")
         if st["loaded_runs"]:
             notes.append(f"{s}: {st['loaded_runs']} run(s) started above the load limit")
+        if st.get("idle_engine_runs"):  # absent from results.json files older than the flag
+            notes.append(f"{s}: {st['idle_engine_runs']} run(s) decoded on fewer engines than started (counted)")
         if st["unpinned_runs"]:
             notes.append(f"{s}: engine settings not pinned (enrich's CLI lacks the flags)")
     if repeats < MIN_REPEATS:
