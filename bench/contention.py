@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Does CPU taken by other processes explain enrich's slower engine? A causal check.
+
+While the engines decode, enrich's own processes (Ray's daemons, the driver, the engine
+actor) used about 0.2 of a core on this 2-core machine, against 0.02 for raw vLLM, and
+enrich's engine decoded at about 0.9x raw vLLM's rate (bench/RESULTS.md). This tool gives
+raw vLLM the same neighbours without Ray: it runs beside `bench/run.py` and, for every second
+ceiling engine it sees (a `VLLM::Worker` process below the ceiling's worker), starts `--procs`
+processes that together burn `--cores` of a core in short duty cycles (as Ray's many small
+wake-ups do) until that engine is gone. The ceiling's runs then alternate, alone and with
+neighbours, in one invocation beside enrich's; `summarize` matches them to the harness's
+records by time.
+
+    python bench/contention.py noise EVENTS.jsonl --cores 0.2 --procs 4   # until killed
+    python bench/contention.py summarize EVENTS.jsonl OUT/results.json [--json OUT/contention.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PERIOD_S = 0.02  # a neighbour wakes every 20 ms, as Ray's polling loops do (order of magnitude)
+POLL_S = 0.5
+
+
+def burn(share: float, stop: Any, spent: Any) -> None:
+    """Keep one process busy `share` of the time, in PERIOD_S cycles, until `stop` is set;
+    then report the CPU seconds it used on `spent`."""
+    busy = PERIOD_S * share
+    while not stop.is_set():
+        start = time.perf_counter()
+        while time.perf_counter() - start < busy:
+            pass
+        time.sleep(max(0.0, PERIOD_S - (time.perf_counter() - start)))
+    spent.put(time.process_time())
+
+
+def model_worker(under: str) -> Any | None:
+    """A vLLM model worker process with `under` in an ancestor's command line, if any."""
+    import psutil
+
+    for p in psutil.process_iter(["cmdline", "name"]):
+        cmd = " ".join(p.info["cmdline"] or []) or p.info["name"] or ""
+        if "VLLM::Worker" in cmd:
+            try:
+                if any(under in " ".join(a.cmdline()) for a in p.parents()):
+                    return p
+            except psutil.Error:  # gone while we looked
+                continue
+    return None
+
+
+def noise(events: Path, cores: float, procs: int, under: str) -> None:
+    """Watch for engines; neighbours on every second one. One JSON line per engine seen."""
+    seen = 0
+    while True:
+        worker = model_worker(under)
+        if worker is None:
+            time.sleep(POLL_S)
+            continue
+        seen += 1
+        noisy = seen % 2 == 0
+        stop, spent = mp.Event(), mp.Queue()
+        burners = [mp.Process(target=burn, args=(cores / procs, stop, spent), daemon=True)
+                   for _ in range(procs if noisy else 0)]  # fmt: skip
+        for b in burners:
+            b.start()
+        t0 = time.time()
+        while worker.is_running() and worker.status() != "zombie":
+            time.sleep(POLL_S)
+        t1 = time.time()
+        stop.set()
+        cpu = sum(spent.get(timeout=10) for _ in burners)
+        for b in burners:
+            b.join(timeout=5)
+        line = {"engine": seen, "pid": worker.pid, "noisy": noisy, "t0": t0, "t1": t1,
+                "noise_cpu_s": round(cpu, 2), "noise_cores": round(cpu / (t1 - t0), 3) if t1 > t0 else None}  # fmt: skip
+        with events.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+def summarize(events: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
+    """The ceiling's runs, alone and with neighbours, matched to the engine events by time;
+    and, for reference, enrich's runs of the same invocation (no neighbours added)."""
+    ceiling, enrich = [], []
+    for r in sorted(results["runs"], key=lambda r: r["t_launch"]):
+        if not r.get("ok"):
+            continue
+        if r["system"] == "ceiling":
+            mine = [e for e in events if r["t_launch"] <= e["t0"] <= r["t_exit"]]
+            if len(mine) != 1:
+                raise SystemExit(f"ceiling repeat {r['repeat']}: {len(mine)} engine events in its run, not 1")
+            ceiling.append({"repeat": r["repeat"], "noisy": mine[0]["noisy"], "noise_cores": mine[0]["noise_cores"],
+                            "steady_rows_per_s": r["steady_rows_per_s"],
+                            "generate_call_rows_per_s": r.get("generate_call_rows_per_s")})  # fmt: skip
+        elif r["system"] == "enrich":
+            engines = (r.get("engine_stats") or {}).values()
+            active = sum(e["active_seconds"] for e in engines)
+            enrich.append({"repeat": r["repeat"], "steady_rows_per_s": r["steady_rows_per_s"],
+                           "active_rows_per_s": round(r["rows"] / active, 3) if active else None})  # fmt: skip
+    alone = [x["steady_rows_per_s"] for x in ceiling if not x["noisy"]]
+    noisy = [x["steady_rows_per_s"] for x in ceiling if x["noisy"]]
+    ratio = statistics.median(noisy) / statistics.median(alone) if alone and noisy else None
+    return {
+        "ceiling": ceiling,
+        "enrich": enrich,
+        "ceiling_alone_median": _median(alone),
+        "ceiling_with_neighbours_median": _median(noisy),
+        "with_neighbours_over_alone": round(ratio, 3) if ratio else None,
+        "enrich_median": _median([x["steady_rows_per_s"] for x in enrich]),
+        "enrich_active_median": _median([x["active_rows_per_s"] for x in enrich if x["active_rows_per_s"]]),
+    }
+
+
+def _median(xs: list[float]) -> float | None:
+    return round(statistics.median(xs), 3) if xs else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    n = sub.add_parser("noise")
+    n.add_argument("events", type=Path)
+    n.add_argument("--cores", type=float, default=0.2, help="cores the neighbours burn together (default 0.2)")
+    n.add_argument("--procs", type=int, default=4, help="neighbour processes (default 4)")
+    n.add_argument("--under", default="_worker ceiling",
+                   help="only engines below a process whose command line holds this (default: the ceiling's)")
+    m = sub.add_parser("summarize")
+    m.add_argument("events", type=Path)
+    m.add_argument("results", type=Path)
+    m.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.cmd == "noise":
+        noise(args.events, args.cores, args.procs, args.under)
+        return 0
+    events = [json.loads(line) for line in args.events.read_text().splitlines() if line.strip()]
+    out = summarize(events, json.loads(args.results.read_text()))
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
