@@ -1047,3 +1047,24 @@ def test_binding_control_reads_thread_affinity_and_summarizes_each_variant(tmp_p
     got = binding.summarize(runs)
     assert got["own-cores"]["wall_to_last_row_s"] == {"median": 105.0, "min": 100.0, "max": 110.0, "n": 2}
     assert got["peer-binding"]["steady_rows_per_s"] is None  # a failed run is not a figure
+
+
+def test_contention_pairs_each_ceiling_run_with_the_engine_it_saw_and_rates_enrich_on_active_time():
+    import contention
+
+    events = [{"t0": 15.0, "noisy": False, "noise_cores": 0.0}, {"t0": 115.0, "noisy": True, "noise_cores": 0.21}]
+    ceiling = {"system": "ceiling", "ok": True, "generate_call_rows_per_s": None}
+    runs = [
+        dict(ceiling, t_launch=110.0, t_exit=200.0, repeat=2, steady_rows_per_s=16.0),  # out of order on purpose
+        dict(ceiling, t_launch=10.0, t_exit=100.0, repeat=1, steady_rows_per_s=18.0),
+        {"system": "enrich", "ok": True, "t_launch": 210.0, "t_exit": 300.0, "repeat": 1, "steady_rows_per_s": 14.0,
+         "rows": 2000, "engine_stats": {"a#1": {"active_seconds": 100.0}, "a#2": {"active_seconds": 25.0}}},
+    ]  # fmt: skip
+    out = contention.summarize(events, {"runs": runs})
+    assert [(c["repeat"], c["noisy"]) for c in out["ceiling"]] == [(1, False), (2, True)]
+    assert out["ceiling_alone_median"] == 18.0 and out["ceiling_with_neighbours_median"] == 16.0
+    assert out["with_neighbours_over_alone"] == pytest.approx(16 / 18, abs=1e-3)
+    assert out["enrich_active_median"] == pytest.approx(2000 / 125)  # a restarted engine's time adds up
+    # A ceiling run in which the watcher saw no engine cannot be called alone or noisy.
+    with pytest.raises(SystemExit, match="0 engine events"):
+        contention.summarize(events[:1], {"runs": runs})
