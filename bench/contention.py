@@ -42,13 +42,14 @@ def burn(share: float, stop: Any, spent: Any) -> None:
     spent.put(time.process_time())
 
 
-def model_worker(under: str) -> Any | None:
-    """A vLLM model worker process with `under` in an ancestor's command line, if any."""
+def model_worker(under: str, seen: set[int]) -> Any | None:
+    """A live vLLM model worker process, not in `seen`, with `under` in an ancestor's command
+    line, if any. (An exited worker lingers as a zombie until reaped: not a new engine.)"""
     import psutil
 
-    for p in psutil.process_iter(["cmdline", "name"]):
+    for p in psutil.process_iter(["cmdline", "name", "status"]):
         cmd = " ".join(p.info["cmdline"] or []) or p.info["name"] or ""
-        if "VLLM::Worker" in cmd:
+        if "VLLM::Worker" in cmd and p.pid not in seen and p.info["status"] != psutil.STATUS_ZOMBIE:
             try:
                 if any(under in " ".join(a.cmdline()) for a in p.parents()):
                     return p
@@ -58,15 +59,18 @@ def model_worker(under: str) -> Any | None:
 
 
 def noise(events: Path, cores: float, procs: int, under: str) -> None:
-    """Watch for engines; neighbours on every second one. One JSON line per engine seen."""
-    seen = 0
+    """Watch for engines; neighbours on every second one. One JSON line per engine seen; a
+    restarted watcher goes on with the alternation of the lines already in `events`."""
+    before = [json.loads(line) for line in events.read_text().splitlines() if line.strip()] if events.exists() else []
+    count, pids = len(before), {e["pid"] for e in before}
     while True:
-        worker = model_worker(under)
+        worker = model_worker(under, pids)
         if worker is None:
             time.sleep(POLL_S)
             continue
-        seen += 1
-        noisy = seen % 2 == 0
+        count += 1
+        pids.add(worker.pid)
+        noisy = count % 2 == 0
         stop, spent = mp.Event(), mp.Queue()
         burners = [mp.Process(target=burn, args=(cores / procs, stop, spent), daemon=True)
                    for _ in range(procs if noisy else 0)]  # fmt: skip
@@ -80,7 +84,7 @@ def noise(events: Path, cores: float, procs: int, under: str) -> None:
         cpu = sum(spent.get(timeout=10) for _ in burners)
         for b in burners:
             b.join(timeout=5)
-        line = {"engine": seen, "pid": worker.pid, "noisy": noisy, "t0": t0, "t1": t1,
+        line = {"engine": count, "pid": worker.pid, "noisy": noisy, "t0": t0, "t1": t1,
                 "noise_cpu_s": round(cpu, 2), "noise_cores": round(cpu / (t1 - t0), 3) if t1 > t0 else None}  # fmt: skip
         with events.open("a") as f:
             f.write(json.dumps(line) + "\n")
