@@ -1068,3 +1068,28 @@ def test_contention_pairs_each_ceiling_run_with_the_engine_it_saw_and_rates_enri
     # A ceiling run in which the watcher saw no engine cannot be called alone or noisy.
     with pytest.raises(SystemExit, match="0 engine events"):
         contention.summarize(events[:1], {"runs": runs})
+
+
+def test_contention_watcher_sees_a_live_engine_once_and_not_its_zombie(tmp_path):
+    import contention
+
+    import psutil
+
+    # Titled as vLLM titles its worker: command line and name (a zombie keeps only the name).
+    script = "import setproctitle, sys, time; setproctitle.setproctitle('VLLM::Worker test'); time.sleep(30)"
+    live = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 10
+        while "VLLM::Worker" not in psutil.Process(live.pid).name() and time.monotonic() < deadline:
+            time.sleep(0.1)  # titled once the child has imported setproctitle
+        found = contention.model_worker("pytest", set())
+        assert found is not None and found.pid == live.pid
+        assert contention.model_worker("pytest", {live.pid}) is None  # already counted
+        assert contention.model_worker("no such parent", set()) is None  # not below the ceiling
+    finally:
+        live.kill()
+    time.sleep(0.5)  # killed, not yet reaped (no poll or wait): a zombie, still named like a worker
+    zombie = psutil.Process(live.pid)
+    assert zombie.status() == psutil.STATUS_ZOMBIE and "VLLM::Worker" in zombie.name()
+    assert contention.model_worker("pytest", set()) is None
+    live.wait()
