@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue
 import statistics
 import sys
 import time
@@ -77,22 +78,40 @@ def noise(events: Path, cores: float, procs: int, under: str) -> None:
         for b in burners:
             b.start()
         t0 = time.time()
-        while worker.is_running() and worker.status() != "zombie":
-            time.sleep(POLL_S)
+        _wait_gone(worker)
         t1 = time.time()
         stop.set()
-        cpu = sum(spent.get(timeout=10) for _ in burners)
+        reported = []
+        for _ in burners:
+            try:
+                reported.append(spent.get(timeout=10))
+            except queue.Empty:  # a burner that died reports nothing: the line says how many did
+                break
         for b in burners:
             b.join(timeout=5)
+        cpu = sum(reported)
         line = {"engine": count, "pid": worker.pid, "noisy": noisy, "t0": t0, "t1": t1,
+                "burners": len(burners), "burners_reported": len(reported),
                 "noise_cpu_s": round(cpu, 2), "noise_cores": round(cpu / (t1 - t0), 3) if t1 > t0 else None}  # fmt: skip
         with events.open("a") as f:
             f.write(json.dumps(line) + "\n")
 
 
+def _wait_gone(worker: Any) -> None:
+    import psutil
+
+    try:
+        while worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(POLL_S)
+    except psutil.NoSuchProcess:  # reaped between the two calls
+        pass
+
+
 def summarize(events: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
     """The ceiling's runs, alone and with neighbours, matched to the engine events by time;
     and, for reference, enrich's runs of the same invocation (no neighbours added)."""
+    if len({e["pid"] for e in events}) != len(events):
+        raise SystemExit("an engine pid appears in two events: the watcher counted one engine twice")
     ceiling, enrich = [], []
     for r in sorted(results["runs"], key=lambda r: r["t_launch"]):
         if not r.get("ok"):
@@ -101,6 +120,10 @@ def summarize(events: list[dict[str, Any]], results: dict[str, Any]) -> dict[str
             mine = [e for e in events if r["t_launch"] <= e["t0"] <= r["t_exit"]]
             if len(mine) != 1:
                 raise SystemExit(f"ceiling repeat {r['repeat']}: {len(mine)} engine events in its run, not 1")
+            # The neighbours (or their absence) must span the whole steady window.
+            ready, last = r["t_launch"] + r["launch_to_engine_ready_s"], r["t_launch"] + r["wall_to_last_row_s"]
+            if not (mine[0]["t0"] <= ready and mine[0]["t1"] >= last):
+                raise SystemExit(f"ceiling repeat {r['repeat']}: its engine event does not span ready → last row")
             ceiling.append({"repeat": r["repeat"], "noisy": mine[0]["noisy"], "noise_cores": mine[0]["noise_cores"],
                             "steady_rows_per_s": r["steady_rows_per_s"],
                             "generate_call_rows_per_s": r.get("generate_call_rows_per_s")})  # fmt: skip
@@ -134,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("events", type=Path)
     n.add_argument("--cores", type=float, default=0.2, help="cores the neighbours burn together (default 0.2)")
     n.add_argument("--procs", type=int, default=4, help="neighbour processes (default 4)")
-    n.add_argument("--under", default="_worker ceiling",
+    n.add_argument("--under", default="_worker ceiling ",  # the space: not ceiling-all-cores' workers
                    help="only engines below a process whose command line holds this (default: the ceiling's)")
     m = sub.add_parser("summarize")
     m.add_argument("events", type=Path)

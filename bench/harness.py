@@ -178,7 +178,8 @@ class Bench:
         # took every batch is how that system ran, so the run counts, flagged (`idle_engines`);
         # dropping it would drop the system's slowest runs. Decoding engines are known for the
         # peer (its per-batch log line) and enrich (`_summary.json`); each ceiling-all-cores
-        # process decodes its share. An input of fewer batches than engines is not flagged.
+        # process decodes its share. Only engines that had a batch to take count: an input of
+        # fewer batches than engines leaves the rest idle unflagged. An unknown count flags nothing.
         rec["engines_ready"] = len(times)
         decoding = rec.get("decoding_engines")
         batches = math.ceil(rows / self.args.batch_size)
@@ -186,7 +187,7 @@ class Bench:
             if len(times) < engines:
                 rec.update(ok=False, error=f"{len(times)} of {engines} engines started (vLLM's init engine line)")
             elif decoding is not None and decoding < min(engines, batches):
-                rec["idle_engines"] = engines - decoding
+                rec["idle_engines"] = min(engines, batches) - decoding  # engines that had a batch to take
         if rec.get("ok"):
             rec["e2e_rows_per_s"] = rec["rows"] / rec["wall_to_last_row_s"] if rec.get("wall_to_last_row_s") else None
         print(f"[bench] {label}: " + short_line(rec), flush=True)

@@ -486,6 +486,15 @@ def test_render_markdown_tables_targets_and_kept_sections():
     assert "- by hand" in again and again.count("## Targets") == 1
 
 
+def test_render_markdown_counts_runs_in_which_an_engine_decoded_nothing():
+    assert "decoded nothing" not in report.render_markdown(_results())  # no such run: no row
+    runs = _runs()
+    runs[-1] = dict(runs[-1], idle_engines=1)  # the last enrich-all-cores run
+    md = report.render_markdown(_results(runs=runs))
+    assert "| of which an engine decoded nothing | 0 | 0 | 0 | 0 | 0 | 1 |" in md
+    assert "| runs ok | 3/3 | 3/3 | 3/3 | 3/3 | 3/3 | 3/3 |" in md  # counted, not failed
+
+
 def test_render_markdown_without_results():
     md = report.render_markdown(None, previous_md="# x\n\n## Profile findings\n\nkept\n")
     assert report.NO_RUN in md and "kept" in md
@@ -870,6 +879,12 @@ def test_a_pool_that_decoded_on_fewer_engines_than_it_started_counts_and_is_flag
     fake["decoding_engines"] = 1
     assert "idle_engines" not in b.run_system("peer-all-cores", 3, 40, inputs.pinned(64, 2048))
     assert b.run_system("peer-all-cores", 3, 65, inputs.pinned(64, 2048))["idle_engines"] == 1  # two batches
+    # Four engines, three batches, one engine decoded: two engines that had a batch to take
+    # idled; the fourth had none and is not counted.
+    monkeypatch.setattr(b, "engines", lambda system: 4)
+    fake["engine_init_times"] = [130.0, 131.0, 132.0, 133.0]
+    assert b.run_system("peer-all-cores", 4, 130, inputs.pinned(64, 2048))["idle_engines"] == 2
+    monkeypatch.setattr(b, "engines", lambda system: 2)
     # The flagged run is in the medians (its 40 s wall counts), and the verdict says so.
     slow, fast = dict(rec, wall_to_last_row_s=80.0), dict(busy, wall_to_last_row_s=40.0)
     summary = stats.summarize_runs([slow, fast, dict(fast)], ["peer-all-cores"])["peer-all-cores"]
@@ -1052,8 +1067,11 @@ def test_binding_control_reads_thread_affinity_and_summarizes_each_variant(tmp_p
 def test_contention_pairs_each_ceiling_run_with_the_engine_it_saw_and_rates_enrich_on_active_time():
     import contention
 
-    events = [{"t0": 15.0, "noisy": False, "noise_cores": 0.0}, {"t0": 115.0, "noisy": True, "noise_cores": 0.21}]
-    ceiling = {"system": "ceiling", "ok": True, "generate_call_rows_per_s": None}
+    # Engine events span each ceiling run's steady window (ready at launch + 5, last row at + 80).
+    events = [{"pid": 1, "t0": 12.0, "t1": 92.0, "noisy": False, "noise_cores": 0.0},
+              {"pid": 2, "t0": 112.0, "t1": 192.0, "noisy": True, "noise_cores": 0.21}]  # fmt: skip
+    ceiling = {"system": "ceiling", "ok": True, "generate_call_rows_per_s": None, "launch_to_engine_ready_s": 5.0,
+               "wall_to_last_row_s": 80.0}  # fmt: skip
     runs = [
         dict(ceiling, t_launch=110.0, t_exit=200.0, repeat=2, steady_rows_per_s=16.0),  # out of order on purpose
         dict(ceiling, t_launch=10.0, t_exit=100.0, repeat=1, steady_rows_per_s=18.0),
@@ -1065,31 +1083,52 @@ def test_contention_pairs_each_ceiling_run_with_the_engine_it_saw_and_rates_enri
     assert out["ceiling_alone_median"] == 18.0 and out["ceiling_with_neighbours_median"] == 16.0
     assert out["with_neighbours_over_alone"] == pytest.approx(16 / 18, abs=1e-3)
     assert out["enrich_active_median"] == pytest.approx(2000 / 125)  # a restarted engine's time adds up
-    # A ceiling run in which the watcher saw no engine cannot be called alone or noisy.
+    # A ceiling run in which the watcher saw no engine, or two, cannot be called alone or noisy.
     with pytest.raises(SystemExit, match="0 engine events"):
         contention.summarize(events[:1], {"runs": runs})
+    second = {"pid": 3, "t0": 150.0, "t1": 190.0, "noisy": False, "noise_cores": 0.0}
+    with pytest.raises(SystemExit, match="2 engine events"):
+        contention.summarize([*events, second], {"runs": runs})
+    # Neighbours that started after the engine was ready, or stopped before the last row, did
+    # not cover the window the rate is taken over.
+    late = [events[0], dict(events[1], t0=116.0)]
+    with pytest.raises(SystemExit, match="does not span"):
+        contention.summarize(late, {"runs": runs})
+    early = [events[0], dict(events[1], t1=185.0)]
+    with pytest.raises(SystemExit, match="does not span"):
+        contention.summarize(early, {"runs": runs})
+    # One engine seen twice (the first watcher's zombie phantom) is refused outright.
+    with pytest.raises(SystemExit, match="two events"):
+        contention.summarize([events[0], dict(events[1], pid=1)], {"runs": runs})
 
 
-def test_contention_watcher_sees_a_live_engine_once_and_not_its_zombie(tmp_path):
+def test_contention_watcher_sees_a_live_engine_once_and_not_its_zombie():
+    import uuid
+
     import contention
-
     import psutil
 
-    # Titled as vLLM titles its worker: command line and name (a zombie keeps only the name).
-    script = "import setproctitle, sys, time; setproctitle.setproctitle('VLLM::Worker test'); time.sleep(30)"
-    live = subprocess.Popen([sys.executable, "-c", script])
+    # A parent with a token of its own in its command line (tests running beside this one may
+    # have real vLLM workers below pytest) starts a child titled as vLLM titles its worker,
+    # command line and name, and never reaps it: killed, the child stays a zombie.
+    token = f"contention-test-{uuid.uuid4().hex}"
+    child = "import setproctitle, time; setproctitle.setproctitle('VLLM::Worker test'); time.sleep(60)"
+    parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", parent, token])
     try:
-        deadline = time.monotonic() + 10
-        while "VLLM::Worker" not in psutil.Process(live.pid).name() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 15
+        while (found := contention.model_worker(token, set())) is None and time.monotonic() < deadline:
             time.sleep(0.1)  # titled once the child has imported setproctitle
-        found = contention.model_worker("pytest", set())
-        assert found is not None and found.pid == live.pid
-        assert contention.model_worker("pytest", {live.pid}) is None  # already counted
-        assert contention.model_worker("no such parent", set()) is None  # not below the ceiling
+        assert found is not None and found.ppid() == holder.pid
+        assert contention.model_worker(token, {found.pid}) is None  # already counted
+        assert contention.model_worker(token + "-other", set()) is None  # not below the given process
+        while "VLLM::Worker" not in found.name() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the name follows the command line
+        found.kill()
+        while found.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert found.status() == psutil.STATUS_ZOMBIE and "VLLM::Worker" in found.name()
+        assert contention.model_worker(token, set()) is None
     finally:
-        live.kill()
-    time.sleep(0.5)  # killed, not yet reaped (no poll or wait): a zombie, still named like a worker
-    zombie = psutil.Process(live.pid)
-    assert zombie.status() == psutil.STATUS_ZOMBIE and "VLLM::Worker" in zombie.name()
-    assert contention.model_worker("pytest", set()) is None
-    live.wait()
+        holder.kill()
+        holder.wait()
