@@ -21,11 +21,14 @@ import argparse
 import json
 import multiprocessing as mp
 import queue
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from cpu_share import kind
+from stats import ratio
+from stats import summarize as spread
 
 PERIOD_S = 0.02  # a neighbour wakes every 20 ms, as Ray's polling loops do (order of magnitude)
 POLL_S = 0.5
@@ -50,7 +53,7 @@ def model_worker(under: str, seen: set[int]) -> Any | None:
 
     for p in psutil.process_iter(["cmdline", "name", "status"]):
         cmd = " ".join(p.info["cmdline"] or []) or p.info["name"] or ""
-        if "VLLM::Worker" in cmd and p.pid not in seen and p.info["status"] != psutil.STATUS_ZOMBIE:
+        if kind(cmd) == "model_worker" and p.pid not in seen and p.info["status"] != psutil.STATUS_ZOMBIE:
             try:
                 if any(under in " ".join(a.cmdline()) for a in p.parents()):
                     return p
@@ -132,22 +135,22 @@ def summarize(events: list[dict[str, Any]], results: dict[str, Any]) -> dict[str
             active = sum(e["active_seconds"] for e in engines)
             enrich.append({"repeat": r["repeat"], "steady_rows_per_s": r["steady_rows_per_s"],
                            "active_rows_per_s": round(r["rows"] / active, 3) if active else None})  # fmt: skip
-    alone = [x["steady_rows_per_s"] for x in ceiling if not x["noisy"]]
-    noisy = [x["steady_rows_per_s"] for x in ceiling if x["noisy"]]
-    ratio = statistics.median(noisy) / statistics.median(alone) if alone and noisy else None
+    alone = spread(x["steady_rows_per_s"] for x in ceiling if not x["noisy"])
+    noisy = spread(x["steady_rows_per_s"] for x in ceiling if x["noisy"])
+    over_alone = ratio(noisy, alone)
     return {
         "ceiling": ceiling,
         "enrich": enrich,
         "ceiling_alone_median": _median(alone),
         "ceiling_with_neighbours_median": _median(noisy),
-        "with_neighbours_over_alone": round(ratio, 3) if ratio else None,
-        "enrich_median": _median([x["steady_rows_per_s"] for x in enrich]),
-        "enrich_active_median": _median([x["active_rows_per_s"] for x in enrich if x["active_rows_per_s"]]),
+        "with_neighbours_over_alone": round(over_alone, 3) if over_alone else None,
+        "enrich_median": _median(spread(x["steady_rows_per_s"] for x in enrich)),
+        "enrich_active_median": _median(spread(x["active_rows_per_s"] for x in enrich)),
     }
 
 
-def _median(xs: list[float]) -> float | None:
-    return round(statistics.median(xs), 3) if xs else None
+def _median(stat: dict[str, Any] | None) -> float | None:
+    return round(stat["median"], 3) if stat else None
 
 
 def main(argv: list[str] | None = None) -> int:
